@@ -1,0 +1,368 @@
+"""Entry points: execute, execute_many, execute_iter, their async twins, BatchExecutor."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import inspect
+from collections import deque
+from collections.abc import Awaitable, Generator, Iterable, Iterator
+from typing import Any, TypeVar, overload
+
+from ._cache import OperationCache
+from ._executor import Call, Root, RootFailure, Run
+from ._operation import BatchableOperation
+from ._trace import Trace
+
+__all__ = [
+    "execute",
+    "execute_many",
+    "execute_iter",
+    "execute_async",
+    "execute_many_async",
+    "BatchExecutor",
+]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def _check_workers(max_workers: int | None, name: str = "max_workers") -> None:
+    if max_workers is None:
+        return
+    if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
+        raise ValueError(f"{name}= must be a positive int or None, got {max_workers!r}")
+
+
+class _SyncDriver:
+    """Runs rounds until the roots are done: serially, or in a thread pool."""
+
+    def __init__(self, run: Run, max_workers: int | None) -> None:
+        _check_workers(max_workers)
+        self.run = run
+        self.max_workers = max_workers
+        self.pool: concurrent.futures.ThreadPoolExecutor | None = None
+
+    def step(self) -> bool:
+        """Run one step phase and, if anything is queued, one dispatch.
+
+        Returns False when nothing is left to do.
+        """
+        run = self.run
+        run.drain()
+        while run.idle:
+            if not run.has_live():
+                return False
+            run.break_cycle()
+            run.drain()
+        run.check_deadline()
+        dispatches = run.take_round()
+        calls = run.calls_of(dispatches)
+        if self.max_workers is None or len(calls) < 2:
+            for call in calls:
+                result, exc = run.invoke(call)
+                run.complete(call, result, exc)
+        else:
+            self._threaded(calls)
+        run.end_round()
+        return True
+
+    def _threaded(self, calls: list[Call]) -> None:
+        run = self.run
+        if self.pool is None:
+            self.pool = concurrent.futures.ThreadPoolExecutor(
+                self.max_workers, thread_name_prefix="batch")
+        futures = [self.pool.submit(contextvars.copy_context().run, run.invoke, call)
+                   for call in calls]
+        _done, not_done = concurrent.futures.wait(futures, timeout=run.remaining_time())
+        if not_done:
+            for f in not_done:
+                f.cancel()
+            raise TimeoutError(f"batch execution timed out after {run.timeout} seconds "
+                               f"({run.rounds - 1} rounds completed)")
+        for call, future in zip(calls, futures):
+            result, exc = future.result()
+            run.complete(call, result, exc)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            self.pool = None
+
+
+def _drive(run: Run, max_workers: int | None) -> None:
+    driver = _SyncDriver(run, max_workers)
+    failure: BaseException | None = None
+    try:
+        while driver.step():
+            pass
+    except RootFailure as rf:
+        failure = rf.exc
+    except BaseException as exc:
+        run.abort(exc)
+        raise
+    finally:
+        driver.close()
+    if failure is not None:
+        run.abort(failure)
+        raise failure
+    run.finish()
+
+
+@overload
+def execute(x: Generator[Any, Any, R], *, cache: OperationCache | None = ...,
+            trace: Trace | None = ..., max_workers: int | None = ...,
+            timeout: float | None = ...) -> R: ...
+@overload
+def execute(x: BatchableOperation[T], *, cache: OperationCache | None = ...,
+            trace: Trace | None = ..., max_workers: int | None = ...,
+            timeout: float | None = ...) -> T: ...
+@overload
+def execute(x: Any, *, cache: OperationCache | None = ..., trace: Trace | None = ...,
+            max_workers: int | None = ..., timeout: float | None = ...) -> Any: ...
+
+
+def execute(x: Any, *, cache: OperationCache | None = None, trace: Trace | None = None,
+            max_workers: int | None = None, timeout: float | None = None) -> Any:
+    """Run a batch generator (or an operation, or a list/tuple/dict of them).
+
+    Returns what the generator returns (or the structure with results in
+    place).  An exception that reaches the root is raised here, after every
+    other generator was closed.
+
+    Options: ``cache=`` an :class:`OperationCache` shared across executions;
+    ``trace=`` a :class:`Trace` to fill in; ``max_workers=N`` runs the
+    ``run_batch`` calls of one round in a thread pool; ``timeout=`` seconds
+    for the whole execution (raises ``TimeoutError`` after closing every
+    generator; checked between rounds, and while waiting on worker threads).
+
+    >>> import batch
+    >>> def gen_sum(a, b):
+    ...     x, y = yield batch.gen_identity(a), batch.gen_identity(b)
+    ...     return x + y
+    >>> batch.execute(gen_sum(1, 2))
+    3
+    """
+    run = Run(cache=cache, trace=trace, timeout=timeout)
+    root = run.add_root(x)
+    _drive(run, max_workers)
+    return root.value
+
+
+def execute_many(xs: Iterable[Any], *, return_exceptions: bool = False,
+                 cache: OperationCache | None = None, trace: Trace | None = None,
+                 max_workers: int | None = None, timeout: float | None = None) -> list[Any]:
+    """Run several roots together (their operations share rounds); one result each.
+
+    With ``return_exceptions=True`` a failed root's exception is returned in
+    its place; otherwise the first root to fail stops the execution and its
+    exception is raised (every other generator closed first).
+    """
+    run = Run(cache=cache, trace=trace, timeout=timeout)
+    roots = [run.add_root(x, not return_exceptions) for x in xs]
+    _drive(run, max_workers)
+    return [r.value for r in roots]
+
+
+def execute_iter(xs: Iterable[Any], *, window: int = 1024, return_exceptions: bool = False,
+                 cache: OperationCache | None = None, trace: Trace | None = None,
+                 max_workers: int | None = None, timeout: float | None = None) -> Iterator[Any]:
+    """Stream the results of many roots, in input order, at most ``window`` in flight.
+
+    ``xs`` may be a lazy iterable of millions of roots: memory stays
+    proportional to ``window``.  Roots read while others are in flight join
+    their rounds.  A failed root raises when its turn in the output comes
+    (every generator still running is closed first), unless
+    ``return_exceptions=True``.  Stopping the iteration early closes every
+    generator still running.
+    """
+    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+        raise ValueError(f"execute_iter(window=...) must be a positive int, got {window!r}")
+    run = Run(cache=cache, trace=trace, timeout=timeout)
+    driver = _SyncDriver(run, max_workers)
+    return _iterate(run, driver, iter(xs), window, return_exceptions)
+
+
+def _iterate(run: Run, driver: _SyncDriver, it: Iterator[Any], window: int,
+             return_exceptions: bool) -> Iterator[Any]:
+    inflight: deque[Root] = deque()
+    exhausted = False
+    finished = False
+    try:
+        while True:
+            while not exhausted and len(inflight) < window:
+                try:
+                    x = next(it)
+                except StopIteration:
+                    exhausted = True
+                    break
+                inflight.append(run.add_root(x, False))
+            if not inflight:
+                finished = True
+                run.finish()
+                return
+            while not inflight[0].done:
+                if not driver.step():
+                    break  # pragma: no cover  (a root always finishes or fails)
+            while inflight and inflight[0].done:
+                root = inflight.popleft()
+                if root.failed and not return_exceptions:
+                    exc = root.value
+                    run.abort(exc)
+                    finished = True
+                    raise exc
+                yield root.value
+    except BaseException as exc:
+        if not finished:
+            run.abort(exc if not isinstance(exc, GeneratorExit) else None)
+        raise
+    finally:
+        driver.close()
+
+
+# -- asyncio -------------------------------------------------------------------
+
+
+async def _drive_async(run: Run, max_concurrency: int | None) -> None:
+    _check_workers(max_concurrency, "max_concurrency")
+    loop = asyncio.get_running_loop()
+    semaphore = asyncio.Semaphore(max_concurrency) if max_concurrency else None
+    pending: list[asyncio.Future[Any]] = []
+
+    async def one(call: Call) -> tuple[Any, BaseException | None]:
+        if semaphore is not None:
+            await semaphore.acquire()
+        try:
+            if call.dispatch.group.info.blocking:
+                ctx = contextvars.copy_context()
+                return await loop.run_in_executor(None, ctx.run, run.invoke, call)
+            result, exc = run.invoke(call)
+            if exc is None and inspect.isawaitable(result):
+                try:
+                    result = await result
+                except asyncio.CancelledError:
+                    raise
+                except BaseException as err:
+                    exc = err
+                call.t1 = _now()
+            return result, exc
+        finally:
+            if semaphore is not None:
+                semaphore.release()
+
+    async def body() -> None:
+        while True:
+            run.drain()
+            while run.idle:
+                if not run.has_live():
+                    return
+                run.break_cycle()
+                run.drain()
+            dispatches = run.take_round()
+            calls = run.calls_of(dispatches)
+            if len(calls) == 1:
+                outcomes = [await one(calls[0])]
+            else:
+                pending[:] = [asyncio.ensure_future(one(c)) for c in calls]
+                outcomes = list(await asyncio.gather(*pending))
+                pending.clear()
+            for call, (result, exc) in zip(calls, outcomes):
+                if exc is None and isinstance(result, Awaitable) and not inspect.isgenerator(result):
+                    result = await result  # pragma: no cover  (awaitable returning awaitable)
+                run.complete(call, result, exc)
+            run.end_round()
+
+    failure: BaseException | None = None
+    try:
+        if run.timeout is not None:
+            async with asyncio.timeout(run.remaining_time()):
+                await body()
+        else:
+            await body()
+    except RootFailure as rf:
+        failure = rf.exc
+    except BaseException as exc:
+        for f in pending:
+            f.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        if isinstance(exc, TimeoutError) and not exc.args:
+            exc = TimeoutError(f"batch execution timed out after {run.timeout} seconds "
+                               f"({run.rounds - 1} rounds completed)")
+            run.abort(exc)
+            raise exc from None
+        run.abort(exc)
+        raise
+    if failure is not None:
+        run.abort(failure)
+        raise failure
+    run.finish()
+
+
+def _now() -> float:
+    import time
+
+    return time.perf_counter()
+
+
+async def execute_async(x: Any, *, cache: OperationCache | None = None,
+                        trace: Trace | None = None, max_concurrency: int | None = None,
+                        timeout: float | None = None) -> Any:
+    """Like :func:`execute`, inside an event loop; ``run_batch`` may be ``async def``.
+
+    The ``run_batch`` calls of a round run concurrently (at most
+    ``max_concurrency`` at once); a synchronous ``run_batch`` runs in the loop,
+    or in a worker thread when its class sets ``blocking = True``.
+    Cancelling the awaiting task closes every generator and cancels the
+    ``run_batch`` coroutines in flight.
+    """
+    run = Run(cache=cache, trace=trace, timeout=timeout)
+    root = run.add_root(x)
+    await _drive_async(run, max_concurrency)
+    return root.value
+
+
+async def execute_many_async(xs: Iterable[Any], *, return_exceptions: bool = False,
+                             cache: OperationCache | None = None, trace: Trace | None = None,
+                             max_concurrency: int | None = None,
+                             timeout: float | None = None) -> list[Any]:
+    """Like :func:`execute_many`, inside an event loop (see :func:`execute_async`)."""
+    run = Run(cache=cache, trace=trace, timeout=timeout)
+    roots = [run.add_root(x, not return_exceptions) for x in xs]
+    await _drive_async(run, max_concurrency)
+    return [r.value for r in roots]
+
+
+class BatchExecutor:
+    """Seed-compatible entry points, as static methods."""
+
+    @staticmethod
+    def execute(x: Any, **opts: Any) -> Any:
+        """Same as :func:`batch.execute`."""
+        return execute(x, **opts)
+
+    @staticmethod
+    def executev(xs: Iterable[Any], **opts: Any) -> list[Any]:
+        """Run several roots together; same as :func:`batch.execute_many`."""
+        return execute_many(xs, **opts)
+
+    @staticmethod
+    def executeva(*xs: Any, **opts: Any) -> list[Any]:
+        """``executev`` with the roots as positional arguments."""
+        return execute_many(xs, **opts)
+
+    @staticmethod
+    def execute_many(xs: Iterable[Any], **opts: Any) -> list[Any]:
+        """Same as :func:`batch.execute_many`."""
+        return execute_many(xs, **opts)
+
+    @staticmethod
+    def execute_iter(xs: Iterable[Any], **opts: Any) -> Iterator[Any]:
+        """Same as :func:`batch.execute_iter`."""
+        return execute_iter(xs, **opts)
+
+    @staticmethod
+    def execute_async(x: Any, **opts: Any) -> Awaitable[Any]:
+        """Same as :func:`batch.execute_async`."""
+        return execute_async(x, **opts)

@@ -1,0 +1,1026 @@
+"""The round executor: the loop that runs a tree of batch generators.
+
+Theory of operation
+===================
+
+Every generator being run belongs to a *task*.  A task is a chain of
+generators of which only the top one is active: when it yields a single
+generator, the child goes on top of the same task (no new object, no
+recursion); when the child returns, it is popped and its parent resumed with
+the result.  A yielded list/tuple/dict becomes a *join*: each generator in it
+becomes a task of its own whose result fills one slot, and each operation is
+queued with the join slot as its target.  A join that is complete fills the
+slot of its own waiter: a task, or the enclosing join.
+
+One round is two phases:
+
+1. **Step** (``drain``): pop runnable tasks off the ready stack and resume
+   each until it waits on something.  A task that finishes fills its waiter's
+   slot at once, so a parent whose children are pure logic is resumed in the
+   same round.  The stack is LIFO with wake-ups pushed in reverse, so tasks
+   run in program order: earlier roots and siblings first, depth first.
+2. **Dispatch**: when nothing is runnable, every operation queued during the
+   step is grouped by ``(type(op), op.batch_key())`` (groups in order of their
+   first operation, operations in yield order), each group is deduplicated
+   and chunked if its class asks for it, ``run_batch`` is called once per
+   chunk, and the results are written into the targets, waking their tasks.
+
+A ``run_batch`` that is a generator becomes a task whose result is the
+batch's result list, so layered batching needs nothing special.  The
+executor never recurses through user generators, and it touches only the
+tasks that are runnable or that a batch woke: the cost of a round is
+proportional to the work done in it, not to the number of live generators.
+
+Errors travel the same paths as values with a ``failed`` flag: a failed
+child is thrown into its parent at the ``yield``; a join waits for all of its
+slots and then throws the failure that comes first in its structure.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import time
+import types
+from collections.abc import Awaitable, Hashable
+from typing import Any
+
+from . import _hooks
+from ._cache import MISSING, InFlight, OperationCache
+from ._errors import (
+    BatchError,
+    BatchResultError,
+    CycleError,
+    GeneratorReusedError,
+    YieldTypeError,
+    describe_generator,
+)
+from ._operation import BatchableOperation, Batcher, GenResult, OpInfo, Settled, is_sequence_result
+from ._sharing import DONE, NEW, RUNNING, SharedGenerator
+from ._trace import BatchRecord, RoundRecord, Trace
+
+__all__ = ["Run", "Root", "RootFailure"]
+
+log = logging.getLogger("batch")
+
+_GeneratorType = types.GeneratorType
+_SCALAR: Any = object()  # join.keys for ``settled(single_item)``
+
+
+class Task:
+    """A chain of generators run one at a time; only ``gen`` is active."""
+
+    __slots__ = ("gen", "ctx", "stack", "sink", "index")
+
+    def __init__(self, gen: Any, ctx: contextvars.Context, sink: Any, index: int) -> None:
+        self.gen = gen
+        self.ctx: Any = ctx
+        self.stack: list[tuple[Any, Any]] | None = None
+        self.sink = sink
+        self.index = index
+
+
+class Join:
+    """A yielded structure being filled in; ``remaining`` slots to go."""
+
+    __slots__ = ("values", "remaining", "sink", "index", "keys", "first_error", "settled")
+
+    values: list[Any]
+    remaining: int
+    sink: Any
+    index: int
+    keys: Any
+    first_error: int
+    settled: bool
+
+    def result(self) -> tuple[Any, bool]:
+        """The structure's value, or its first failure in structure order."""
+        if self.first_error >= 0 and not self.settled:
+            return self.values[self.first_error], True
+        keys = self.keys
+        if keys is None:
+            return self.values, False
+        if keys is _SCALAR:
+            return self.values[0], False
+        return dict(zip(keys, self.values)), False
+
+
+class Root:
+    """Where a root's result lands."""
+
+    __slots__ = ("value", "failed", "done", "raise_at_once")
+
+    def __init__(self, raise_at_once: bool) -> None:
+        self.value: Any = None
+        self.failed = False
+        self.done = False
+        self.raise_at_once = raise_at_once
+
+    def resolve(self, run: Run, index: int, value: Any, failed: bool) -> None:
+        self.value = value
+        self.failed = failed
+        self.done = True
+        if failed and self.raise_at_once:
+            raise RootFailure(value)
+
+
+class RootFailure(BaseException):
+    """Internal: unwinds the executor when an exception reaches a root."""
+
+    def __init__(self, exc: BaseException) -> None:
+        super().__init__()
+        self.exc = exc
+
+
+class Group:
+    """The operations of one round that go to the same ``run_batch``."""
+
+    __slots__ = ("key", "info", "owner", "ops", "targets")
+
+    def __init__(self, key: Hashable, info: OpInfo, owner: Any) -> None:
+        self.key = key
+        self.info = info
+        self.owner = owner  # the operation class, or a seed Batcher
+        self.ops: list[Any] = []
+        # One entry per run of operations: a Task (one op, scalar yield), or
+        # (join, offset, count) for ``count`` consecutive ops of one join.
+        self.targets: list[Any] = []
+
+
+class Dispatch:
+    """A group being sent: its unique operations, chunks and results."""
+
+    __slots__ = ("group", "uniq", "positions", "results", "pending", "whole", "markers", "calls")
+
+    def __init__(self, group: Group) -> None:
+        self.group = group
+        self.calls: list[Call] = []
+        self.uniq: list[Any] = group.ops
+        self.positions: list[int] | None = None
+        self.results: list[Any] = []
+        self.pending = 0
+        self.whole: set[int] = set()  # ids of exceptions that failed a whole call
+        self.markers: list[Any] | None = None
+
+
+class Call:
+    """One ``run_batch`` call: a chunk ``[start:stop)`` of a dispatch."""
+
+    __slots__ = ("dispatch", "start", "stop", "ops", "record", "t0", "t1")
+
+    def __init__(self, dispatch: Dispatch, start: int, stop: int, ops: list[Any]) -> None:
+        self.dispatch = dispatch
+        self.start = start
+        self.stop = stop
+        self.ops = ops
+        self.record: BatchRecord | None = None
+        self.t0 = 0.0
+        self.t1 = 0.0
+
+    def resolve(self, run: Run, index: int, value: Any, failed: bool) -> None:
+        """A layered ``run_batch`` generator finished."""
+        run._accept(self, value, value if failed else None)
+
+
+def _root_gen(value: Any) -> Any:
+    return (yield value)
+
+
+_ROOT_CODE = _root_gen.__code__
+
+
+def _name_of(gen: Any) -> str:
+    if getattr(gen, "gi_code", None) is _ROOT_CODE:
+        return "the value passed to execute()"
+    return describe_generator(gen)
+
+
+def _yield_error(gen: Any, value: Any, where: str = "") -> YieldTypeError:
+    kind = type(value).__qualname__
+    hint = ""
+    if value is None:
+        hint = " (a bare `yield` yields None; to finish, use `return value`)"
+    elif isinstance(value, Awaitable):
+        hint = " (a coroutine cannot be yielded; make run_batch async instead, with execute_async)"
+    return YieldTypeError(
+        f"{_name_of(gen)} yielded {where}{kind}{hint}; a batch generator may yield a "
+        f"BatchableOperation, a generator, a list/tuple/dict of those, settled(...), a "
+        f"SharedGenerator, or GenResult(value)"
+    )
+
+
+class Run:
+    """One execution: the roots it was given, its cache, trace and state."""
+
+    def __init__(
+        self,
+        *,
+        cache: OperationCache | None = None,
+        trace: Trace | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        if cache is not None and not isinstance(cache, OperationCache):
+            raise TypeError(f"cache= takes a batch.OperationCache, got {type(cache).__qualname__}")
+        if trace is not None and not isinstance(trace, Trace):
+            raise TypeError(f"trace= takes a batch.Trace, got {type(trace).__qualname__}")
+        if timeout is not None:
+            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0:
+                raise ValueError(f"timeout= must be a number of seconds >= 0, got {timeout!r}")
+        self.cache = cache if cache is not None else OperationCache()
+        self.trace = trace
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+        self.timeout = timeout
+        self.hook = _hooks.current()
+        self.rounds = 0
+        self.cache_hits = 0
+        self._ready: list[tuple[Task, Any, bool]] = []
+        self._woken: list[tuple[Task, Any, bool]] = []
+        self._groups: dict[Hashable, Group] = {}
+        self._infos: dict[type, OpInfo] = {}
+        self._live: dict[Task, None] = {}
+        self._shared: list[SharedGenerator[Any]] = []
+        self._round: RoundRecord | None = None
+        self.closed = False
+
+    # -- roots ---------------------------------------------------------------
+
+    def add_root(self, x: Any, raise_at_once: bool = True) -> Root:
+        """Queue ``x`` (generator, operation or structure) as a root."""
+        root = Root(raise_at_once)
+        if type(x) is _GeneratorType:
+            if x.gi_suspended or x.gi_frame is None or x.gi_running:
+                raise GeneratorReusedError(
+                    f"{describe_generator(x)} was already started; pass execute() a "
+                    f"fresh generator (call the generator function again)"
+                )
+            gen = x
+        elif isinstance(x, (BatchableOperation, list, tuple, dict, Settled, SharedGenerator)):
+            gen = _root_gen(x)
+        else:
+            raise TypeError(
+                f"execute() takes a batch generator, a BatchableOperation, or a "
+                f"list/tuple/dict of those; got {type(x).__qualname__}"
+                + (" (did you pass the generator function instead of calling it?)"
+                   if callable(x) else "")
+            )
+        task = Task(gen, contextvars.copy_context(), root, 0)
+        self._live[task] = None
+        self._woken.append((task, None, False))
+        return root
+
+    # -- phase 1: step -------------------------------------------------------
+
+    def drain(self) -> None:
+        """Resume runnable tasks until every live task waits on something."""
+        ready = self._ready
+        woken = self._woken
+        pop = ready.pop
+        groups = self._groups
+        infos = self._infos
+        live = self._live
+        GenType = _GeneratorType
+        JoinType = Join
+        while True:
+            if woken:
+                woken.reverse()
+                ready.extend(woken)
+                woken.clear()
+                continue
+            if not ready:
+                return
+            task, value, failed = pop()
+            gen = task.gen
+            ctx = task.ctx
+            while True:
+                try:
+                    if failed:
+                        y = ctx.run(gen.throw, value)
+                    else:
+                        y = ctx.run(gen.send, value)
+                except StopIteration as stop:
+                    value = stop.value
+                    failed = False
+                except Exception as exc:
+                    value = exc
+                    failed = True
+                else:
+                    cls = y.__class__
+                    if cls is GenType:
+                        # A single child runs on top of this task's chain.
+                        if y.gi_suspended or y.gi_frame is None or y.gi_running:
+                            value = self._reused(task, y)
+                            failed = True
+                            continue
+                        stack = task.stack
+                        if stack is None:
+                            task.stack = [(gen, ctx)]
+                        else:
+                            stack.append((gen, ctx))
+                        gen = task.gen = y
+                        ctx = task.ctx = ctx.copy()
+                        value = None
+                        failed = False
+                        continue
+                    info = infos.get(cls)
+                    if info is not None and info.fast:
+                        group = groups.get(cls)
+                        if group is None:
+                            group = groups[cls] = Group(cls, info, cls)
+                        group.ops.append(y)
+                        group.targets.append(task)
+                        break
+                    if cls is not GenResult:
+                        outcome = self._yield_other(task, y, cls, info)
+                        if outcome is None:
+                            break  # parked until something it waits on resolves
+                        value, failed = outcome
+                        continue
+                    # Legacy ``yield GenResult(v)``: finish, running ``finally``.
+                    value, failed = self._close_early(gen, ctx, y.value)
+                # ``gen`` finished with (value, failed): resume its parent.
+                stack = task.stack
+                if stack:
+                    gen, ctx = stack.pop()
+                    task.gen = gen
+                    task.ctx = ctx
+                    continue
+                del live[task]
+                task.gen = task.ctx = None
+                sink = task.sink
+                if sink.__class__ is JoinType:
+                    index = task.index
+                    sink.values[index] = value
+                    if failed and (sink.first_error < 0 or index < sink.first_error):
+                        sink.first_error = index
+                    sink.remaining -= 1
+                    if sink.remaining:
+                        break
+                    value, failed = sink.result()
+                    self._fill(sink.sink, sink.index, value, failed)
+                else:
+                    self._fill(sink, task.index, value, failed)
+                break
+
+    @staticmethod
+    def _close_early(gen: Any, ctx: contextvars.Context, value: Any) -> tuple[Any, bool]:
+        try:
+            ctx.run(gen.close)
+        except Exception as exc:
+            return exc, True
+        return value, False
+
+    def _fill(self, sink: Any, index: int, value: Any, failed: bool) -> None:
+        """Deliver a result to a waiter: a task, a join slot, or another sink."""
+        while True:
+            cls = sink.__class__
+            if cls is Task:
+                self._woken.append((sink, value, failed))
+                return
+            if cls is Join:
+                sink.values[index] = value
+                if failed and (sink.first_error < 0 or index < sink.first_error):
+                    sink.first_error = index
+                sink.remaining -= 1
+                if sink.remaining:
+                    return
+                value, failed = sink.result()
+                index = sink.index
+                sink = sink.sink
+                continue
+            sink.resolve(self, index, value, failed)
+            return
+
+    def _info(self, cls: type) -> OpInfo:
+        info = self._infos.get(cls)
+        if info is None:
+            info = self._infos[cls] = OpInfo(cls)
+        return info
+
+    def _reused(self, task: Task, y: Any) -> BaseException:
+        chain = [task.gen] + [g for g, _ in (task.stack or ())]
+        if any(g is y for g in chain):
+            names = " -> ".join(_name_of(g) for g in reversed(chain))
+            return CycleError(
+                f"{_name_of(task.gen)} yielded a generator it is itself waiting on "
+                f"({names}); generators cannot wait on their own result"
+            )
+        state = "finished" if y.gi_frame is None else "already running or waited on"
+        return GeneratorReusedError(
+            f"{_name_of(task.gen)} yielded {y.__qualname__}, a generator object that is "
+            f"{state}; a generator object can be yielded only once, by one waiter. To let "
+            f"several generators wait on it, wrap it once: shared = "
+            f"batch.SharedGenerator({y.__qualname__}(...)), and yield shared.gen() in each"
+        )
+
+    def _yield_other(self, task: Task, y: Any, cls: type, info: OpInfo | None) -> tuple[Any, bool] | None:
+        """Everything but the fast paths: returns None to park, or a value to resume with."""
+        if info is None and isinstance(y, BatchableOperation):
+            info = self._info(cls)
+            if info.fast:
+                group = self._groups.get(cls)
+                if group is None:
+                    group = self._groups[cls] = Group(cls, info, cls)
+                group.ops.append(y)
+                group.targets.append(task)
+                return None
+        if info is not None:
+            return self._enqueue(y, info, task)
+        if cls is list or cls is tuple or cls is dict:
+            return self._join(y, task, 0, task.ctx, False, task.gen)
+        if cls is Settled or isinstance(y, Settled):
+            inner = y.value
+            if type(inner) in (list, tuple, dict):
+                return self._join(inner, task, 0, task.ctx, True, task.gen)
+            return self._join([inner], task, 0, task.ctx, _SCALAR, task.gen)
+        if isinstance(y, SharedGenerator):
+            return self._wait_shared(y, task, 0, task.ctx)
+        return _yield_error(task.gen, y), True
+
+    def _enqueue(self, op: Any, info: OpInfo, target: Any) -> tuple[Any, bool] | None:
+        """Queue an operation of a class with a key, a batcher or a cache."""
+        cls = info.cls
+        if info.cached:
+            data = self.cache._data
+            try:
+                entry = data.get((cls, op), MISSING)
+            except TypeError as exc:
+                return _unhashable(info, exc), True
+            if entry is not MISSING:
+                if entry.__class__ is InFlight:
+                    if entry.owner is self:
+                        entry.followers.append(target)
+                        return None
+                else:
+                    self.cache_hits += 1
+                    return entry, isinstance(entry, Exception)
+        if info.uses_batcher:
+            try:
+                owner = op.batcher()
+            except Exception as exc:
+                return exc, True
+            if not isinstance(owner, Batcher):
+                return BatchError(
+                    f"{info.name}.batcher() returned {type(owner).__qualname__}; it must return "
+                    f"a batch.Batcher instance (or do not override batcher() and define "
+                    f"run_batch instead)"
+                ), True
+            key: Hashable = (Batcher, owner)
+        elif info.keyed:
+            try:
+                k = op.batch_key()
+            except Exception as exc:
+                return exc, True
+            key = (cls, k)
+            try:
+                hash(key)
+            except TypeError:
+                return BatchError(
+                    f"{info.name}.batch_key() returned {type(k).__qualname__}, which is not "
+                    f"hashable; return a hashable value such as a str or a tuple"
+                ), True
+            owner = cls
+        else:
+            key = cls  # type: ignore[assignment]
+            owner = cls
+        group = self._groups.get(key)
+        if group is None:
+            group = self._groups[key] = Group(key, info, owner)
+        group.ops.append(op)
+        group.targets.append(target)
+        return None
+
+    def _join(self, struct: Any, sink: Any, index: int, ctx: contextvars.Context,
+              settled: Any, gen: Any) -> tuple[Any, bool] | None:
+        """Start waiting on every item of a yielded list/tuple/dict."""
+        if struct.__class__ is dict:
+            keys: Any = list(struct)
+            items = list(struct.values())
+        else:
+            keys = None if settled is not _SCALAR else _SCALAR
+            items = struct
+        n = len(items)
+        if n == 0:
+            return ({} if keys is not None else []), False
+        join = Join()
+        join.values = [None] * n
+        join.remaining = n
+        join.sink = sink
+        join.index = index
+        join.keys = keys
+        join.first_error = -1
+        join.settled = settled is not False
+        groups = self._groups
+        infos = self._infos
+        first = items[0].__class__
+        info = infos.get(first)
+        if info is not None and info.fast and n > 1:
+            if len(set(map(type, items))) == 1:
+                # Homogeneous list of one class: one run, copied at C speed.
+                group = groups.get(first)
+                if group is None:
+                    group = groups[first] = Group(first, info, first)
+                group.ops.extend(items)
+                group.targets.append((join, 0, n))
+                return None
+        run_group: Group | None = None
+        run_start = 0
+        children: list[tuple[Task, Any, bool]] = []
+        live = self._live
+        for i, item in enumerate(items):
+            c = item.__class__
+            info = infos.get(c)
+            if info is None and isinstance(item, BatchableOperation):
+                info = self._info(c)
+            if info is not None and info.fast:
+                group = groups.get(c)
+                if group is None:
+                    group = groups[c] = Group(c, info, c)
+                if group is not run_group:
+                    if run_group is not None:
+                        run_group.targets.append((join, run_start, i - run_start))
+                    run_group = group
+                    run_start = i
+                group.ops.append(item)
+                continue
+            if run_group is not None:
+                run_group.targets.append((join, run_start, i - run_start))
+                run_group = None
+            if info is not None:
+                outcome = self._enqueue(item, info, (join, i, 1))
+            elif c is _GeneratorType:
+                if item.gi_suspended or item.gi_frame is None or item.gi_running:
+                    outcome = self._reused_in_join(gen, item), True
+                else:
+                    child = Task(item, ctx.copy(), join, i)
+                    live[child] = None
+                    children.append((child, None, False))
+                    continue
+            elif c is list or c is tuple or c is dict:
+                outcome = self._join(item, join, i, ctx, settled and True, gen)
+            elif isinstance(item, Settled):
+                inner = item.value
+                if type(inner) in (list, tuple, dict):
+                    outcome = self._join(inner, join, i, ctx, True, gen)
+                else:
+                    outcome = self._join([inner], join, i, ctx, _SCALAR, gen)
+            elif isinstance(item, SharedGenerator):
+                outcome = self._wait_shared(item, join, i, ctx)
+            else:
+                place = f"key {keys[i]!r}" if keys not in (None, _SCALAR) else f"index {i}"
+                where = f"a {type(struct).__qualname__} containing, at {place}, "
+                outcome = _yield_error(gen, item, where), True
+            if outcome is not None:
+                value, failed = outcome
+                join.values[i] = value
+                if failed and (join.first_error < 0 or i < join.first_error):
+                    join.first_error = i
+                join.remaining -= 1
+        if run_group is not None:
+            run_group.targets.append((join, run_start, n - run_start))
+        if children:
+            self._woken.extend(children)
+        if join.remaining == 0:
+            return join.result()
+        return None
+
+    def _reused_in_join(self, gen: Any, item: Any) -> BaseException:
+        return GeneratorReusedError(
+            f"{_name_of(gen)} yielded {item.__qualname__}, a generator object that was already "
+            f"started or yielded elsewhere; a generator object can be yielded only once, by one "
+            f"waiter. To let several generators wait on it, wrap it once: shared = "
+            f"batch.SharedGenerator({item.__qualname__}(...)), and yield shared.gen() in each"
+        )
+
+    def _wait_shared(self, shared: SharedGenerator[Any], sink: Any, index: int,
+                     ctx: contextvars.Context) -> tuple[Any, bool] | None:
+        state = shared._state
+        if state == DONE:
+            return shared._value, shared._failed
+        if state == RUNNING and shared._owner is not self:
+            return BatchError(
+                f"{shared!r} is already running in another execution; a SharedGenerator "
+                f"(or a cached_generator result) can be run by one execution at a time"
+            ), True
+        shared._waiters.append((sink, index))
+        if state == NEW:
+            gen = shared._start(self)
+            task = Task(gen, ctx.copy(), shared, 0)
+            self._live[task] = None
+            self._woken.append((task, None, False))
+            self._shared.append(shared)
+        return None
+
+    # -- phase 2: dispatch -----------------------------------------------------
+
+    def take_round(self) -> list[Dispatch]:
+        """Close the step phase: turn every pending group into a dispatch."""
+        groups = self._groups
+        self._groups = {}
+        self.rounds += 1
+        trace = self.trace
+        if trace is not None:
+            rec = self._round = trace._begin_round()
+            rec.cache_hits = self.cache_hits
+            trace.cache_hits += self.cache_hits
+            self.cache_hits = 0
+        return [self._prepare(g) for g in groups.values()]
+
+    def end_round(self) -> None:
+        rec = self._round
+        if rec is not None and self.trace is not None:
+            rec.seconds = self.trace._now() - rec.start
+            self._round = None
+
+    def _prepare(self, group: Group) -> Dispatch:
+        d = Dispatch(group)
+        info = group.info
+        ops = group.ops
+        if info.dedupe and len(ops) > 1:
+            index: dict[Any, int] = {}
+            get = index.get
+            positions: list[int] = []
+            append = positions.append
+            try:
+                for op in ops:
+                    i = get(op)
+                    if i is None:
+                        i = index[op] = len(index)
+                    append(i)
+            except TypeError as exc:
+                d.uniq = []
+                self._fail_all(d, _unhashable(info, exc))
+                return d
+            if len(index) < len(ops):
+                d.uniq = list(index)
+                d.positions = positions
+        uniq = d.uniq
+        if info.cached:
+            data = self.cache._data
+            cls = info.cls
+            markers = []
+            for op in uniq:
+                marker = InFlight(self)
+                data[(cls, op)] = marker
+                markers.append(marker)
+            d.markers = markers
+        d.results = [None] * len(uniq)
+        bounds = _chunks(info, uniq)
+        d.pending = len(bounds)
+        if len(bounds) == 1:
+            calls = [Call(d, 0, len(uniq), uniq)]
+        else:
+            calls = [Call(d, a, b, uniq[a:b]) for a, b in bounds]
+        d.calls = calls
+        return d
+
+    def calls_of(self, dispatches: list[Dispatch]) -> list[Call]:
+        return [c for d in dispatches for c in d.calls]
+
+    def invoke(self, call: Call) -> tuple[Any, BaseException | None]:
+        """Call ``run_batch`` for one chunk; never raises (the outcome is returned)."""
+        group = call.dispatch.group
+        owner: Any = group.owner
+        trace = self.trace
+        if trace is not None:
+            import threading
+
+            call.record = BatchRecord(
+                operation=owner, name=group.info.name if owner is group.info.cls
+                else type(owner).__qualname__, key=_display_key(group),
+                size=len(call.ops), requested=len(call.ops), start=trace._now(),
+                thread=threading.get_ident())
+        call.t0 = time.perf_counter()
+        try:
+            fn: Any
+            if owner.__class__ is not type and isinstance(owner, Batcher):
+                fn = owner.gen_batch
+            else:
+                fn = owner.run_batch
+            hook = self.hook
+            if hook is None:
+                result = fn(call.ops)
+            else:
+                result = hook(group.info.cls, call.ops, fn)
+        except BaseException as exc:
+            call.t1 = time.perf_counter()
+            return None, exc
+        call.t1 = time.perf_counter()
+        return result, None
+
+    def complete(self, call: Call, result: Any, exc: BaseException | None) -> None:
+        """Take the outcome of :meth:`invoke` (in dispatch order)."""
+        if exc is not None and not isinstance(exc, Exception):
+            raise exc  # KeyboardInterrupt and friends stop everything
+        rec = call.record
+        if rec is not None:
+            rec.seconds = call.t1 - call.t0
+            if self._round is not None:
+                self._round.batches.append(rec)
+        if exc is None:
+            owner = call.dispatch.group.owner
+            if result.__class__ is _GeneratorType:
+                if rec is not None:
+                    rec.layered = True
+                task = Task(result, contextvars.copy_context(), call, 0)
+                self._live[task] = None
+                self._woken.append((task, None, False))
+                return
+            if isinstance(owner, Batcher):
+                exc = BatchResultError(
+                    f"{type(owner).__qualname__}.gen_batch returned "
+                    f"{type(result).__qualname__}; it must be a generator function that "
+                    f"yields operations and finishes with `return results` (one per operation)"
+                )
+                result = None
+            elif isinstance(result, Awaitable):
+                if hasattr(result, "close"):
+                    result.close()  # silence "coroutine was never awaited"
+                exc = BatchError(
+                    f"{call.dispatch.group.info.name}.run_batch returned an awaitable; an "
+                    f"async run_batch needs the async executor: await batch.execute_async(...)"
+                )
+                result = None
+        self._accept(call, result, exc)
+
+    def _accept(self, call: Call, result: Any, exc: BaseException | None) -> None:
+        """Store a chunk's results (validated) or its failure."""
+        d = call.dispatch
+        n = call.stop - call.start
+        if exc is None:
+            if result.__class__ is not list:
+                if not is_sequence_result(result):
+                    exc = BatchResultError(
+                        f"{_owner_name(d.group)} returned {type(result).__qualname__}, not a "
+                        f"sequence; it must return a list with one result per operation, in "
+                        f"the same order"
+                    )
+                else:
+                    result = list(result)
+            if exc is None and len(result) != n:
+                exc = BatchResultError(
+                    f"{_owner_name(d.group)} returned {len(result)} results for {n} "
+                    f"operations; it must return one result per operation, in the same order"
+                )
+        rec = call.record
+        if exc is not None:
+            d.whole.add(id(exc))
+            d.results[call.start:call.stop] = [exc] * n
+            if rec is not None:
+                rec.error = exc
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("batch %s failed: %s: %s", _owner_name(d.group), type(exc).__name__, exc)
+        else:
+            if call.start == 0 and n == len(d.results):
+                d.results = result
+            else:
+                d.results[call.start:call.stop] = result
+            if rec is not None:
+                rec.failed = sum(1 for r in result if isinstance(r, Exception))
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("batch %s key=%r size=%d seconds=%.6f", _owner_name(d.group),
+                      _display_key(d.group), n, call.t1 - call.t0)
+        d.pending -= 1
+        if d.pending == 0:
+            self._deliver(d)
+
+    def _fail_all(self, d: Dispatch, exc: BaseException) -> None:
+        group = d.group
+        self._deliver_targets(group.targets, [exc] * len(group.ops))
+
+    def _deliver(self, d: Dispatch) -> None:
+        results = d.results
+        markers = d.markers
+        if markers is not None:
+            self._store_cached(d, results, markers)
+        positions = d.positions
+        if positions is not None:
+            results = list(map(results.__getitem__, positions))
+        self._deliver_targets(d.group.targets, results)
+
+    def _store_cached(self, d: Dispatch, results: list[Any], markers: list[Any]) -> None:
+        data = self.cache._data
+        cls = d.group.info.cls
+        whole = d.whole
+        for op, value, marker in zip(d.uniq, results, markers):
+            key = (cls, op)
+            if whole and id(value) in whole:
+                if data.get(key) is marker:
+                    del data[key]  # a failed call is not cached
+            elif data.get(key) is marker:
+                data[key] = value
+            if marker.followers:
+                followers = marker.followers
+                self._deliver_targets(followers, [value] * len(followers))
+
+    def _deliver_targets(self, targets: list[Any], results: list[Any]) -> None:
+        """Write results into their waiters, in order; ``results`` is per operation."""
+        woken = self._woken
+        fill = self._fill
+        has_exc = False
+        for t in set(map(type, results)):
+            if issubclass(t, Exception):
+                has_exc = True
+                break
+        pos = 0
+        for target in targets:
+            if target.__class__ is Task:
+                value = results[pos]
+                pos += 1
+                woken.append((target, value, has_exc and isinstance(value, Exception)))
+                continue
+            join, offset, count = target
+            if count == 1:
+                value = results[pos]
+                pos += 1
+                fill(join, offset, value, has_exc and isinstance(value, Exception))
+                continue
+            end = pos + count
+            values = join.values
+            values[offset:offset + count] = results[pos:end]
+            if has_exc:
+                for k in range(offset, offset + count):
+                    if isinstance(values[k], Exception) and (
+                            join.first_error < 0 or k < join.first_error):
+                        join.first_error = k
+                        break
+            pos = end
+            join.remaining -= count
+            if not join.remaining:
+                value, failed = join.result()
+                fill(join.sink, join.index, value, failed)
+
+    # -- when nothing can run --------------------------------------------------
+
+    @property
+    def idle(self) -> bool:
+        """Nothing is runnable and nothing is queued for dispatch."""
+        return not self._groups and not self._ready and not self._woken
+
+    def has_live(self) -> bool:
+        return bool(self._live)
+
+    def break_cycle(self) -> None:
+        """Nothing can run, yet generators wait: they wait on each other."""
+        edges: dict[Task, list[tuple[Task, SharedGenerator[Any] | None, Any]]] = {}
+        for child in self._live:
+            sink = child.sink
+            while sink.__class__ is Join:
+                sink = sink.sink
+            if sink.__class__ is Task:
+                edges.setdefault(sink, []).append((child, None, None))
+            elif isinstance(sink, SharedGenerator):
+                for wsink, windex in sink._waiters:
+                    w = wsink
+                    while w.__class__ is Join:
+                        w = w.sink
+                    if w.__class__ is Task:
+                        edges.setdefault(w, []).append((child, sink, (wsink, windex)))
+        cycle = _find_cycle(list(self._live), edges)
+        if not cycle:
+            raise BatchError("batch internal error: generators wait, but on nothing")  # pragma: no cover
+        names = " -> ".join(_name_of(t.gen) for t, _, _ in cycle) + " -> " + _name_of(cycle[0][0].gen)
+        exc = CycleError(f"generators wait on each other in a cycle: {names}")
+        for _task, shared, entry in cycle:
+            if shared is not None:
+                shared._waiters.remove(entry)
+                self._fill(entry[0], entry[1], exc, True)
+                return
+        raise exc  # pragma: no cover  (a cycle always passes through a SharedGenerator)
+
+    def check_deadline(self) -> None:
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            raise TimeoutError(f"batch execution timed out after {self.timeout} seconds "
+                               f"({self.rounds} rounds completed)")
+
+    def remaining_time(self) -> float | None:
+        if self.deadline is None:
+            return None
+        return max(0.0, self.deadline - time.monotonic())
+
+    # -- failure ---------------------------------------------------------------
+
+    def abort(self, exc: BaseException | None) -> None:
+        """Close every live generator (innermost first) and forget queued work."""
+        if self.closed:
+            return
+        self.closed = True
+        self._ready.clear()
+        self._woken.clear()
+        self._groups.clear()
+        tasks = list(self._live)
+        self._live.clear()
+        problems: list[str] = []
+        for task in reversed(tasks):
+            chain = [(task.gen, task.ctx), *reversed(task.stack or ())]
+            task.stack = None
+            task.gen = task.ctx = None
+            for gen, ctx in chain:
+                if gen is None:
+                    continue
+                try:
+                    if ctx is not None and gen.gi_frame is not None:
+                        ctx.run(gen.close)
+                    else:
+                        gen.close()
+                except Exception as err:  # a finally block raised while closing
+                    problems.append(f"closing {_name_of(gen)} raised {type(err).__name__}: {err}")
+        for shared in self._shared:
+            if shared._state == RUNNING and shared._owner is self:
+                shared._abandon(exc if exc is not None else BatchError("execution closed"))
+        self._shared.clear()
+        if exc is not None:
+            if self.trace is not None:
+                self.trace.error = exc
+                self.end_round()
+            try:
+                exc.add_note(f"batch: execution failed after {self.rounds} round(s)")
+                for p in problems:
+                    exc.add_note(f"batch: {p}")
+            except Exception:  # pragma: no cover  (exotic exception types)
+                pass
+
+    def finish(self) -> None:
+        """A successful end: release the shared bookkeeping."""
+        self.closed = True
+        self._shared.clear()
+
+
+def _find_cycle(nodes: list[Task], edges: dict[Task, list[Any]]) -> list[Any]:
+    """A cycle in the waits-on graph, as [(task, via_shared, waiter_entry), ...]."""
+    color: dict[Task, int] = {}
+    for start in nodes:
+        if start in color:
+            continue
+        path: list[Any] = []
+        stack = [(start, iter(edges.get(start, ())), None, None)]
+        color[start] = 1
+        path.append((start, None, None))
+        while stack:
+            node, it, _, _ = stack[-1]
+            for child, shared, entry in it:
+                state = color.get(child, 0)
+                if state == 1:
+                    # found: from child's position in the path to the end
+                    idx = next(k for k, p in enumerate(path) if p[0] is child)
+                    cyc = path[idx:]
+                    # the edge info lives on the *next* element; rotate it onto the waiter
+                    out = []
+                    nxt = [*cyc[1:], (child, shared, entry)]
+                    for (t, _, _), (_, s, e) in zip(cyc, nxt):
+                        out.append((t, s, e))
+                    return out
+                if state == 0:
+                    color[child] = 1
+                    path.append((child, shared, entry))
+                    stack.append((child, iter(edges.get(child, ())), shared, entry))
+                    break
+            else:
+                color[node] = 2
+                stack.pop()
+                path.pop()
+    return []
+
+
+def _chunks(info: OpInfo, ops: list[Any]) -> list[tuple[int, int]]:
+    n = len(ops)
+    size = info.max_size
+    max_cost = info.max_cost
+    if max_cost is None:
+        if size is None or n <= size:
+            return [(0, n)]
+        return [(a, min(a + size, n)) for a in range(0, n, size)]
+    bounds = []
+    start = 0
+    total = 0.0
+    for i, op in enumerate(ops):
+        cost = op.batch_cost()
+        count = i - start
+        if count and (total + cost > max_cost or (size is not None and count >= size)):
+            bounds.append((start, i))
+            start = i
+            total = 0.0
+        total += cost
+    bounds.append((start, n))
+    return bounds
+
+
+def _unhashable(info: OpInfo, exc: BaseException) -> BatchError:
+    why = "cache_results = True" if info.cached else "dedupe = True"
+    return BatchError(
+        f"{info.name} has {why}, but its operations cannot be hashed ({exc}); make "
+        f"{info.name} a frozen dataclass, or define __eq__ and __hash__ on it"
+    )
+
+
+def _owner_name(group: Group) -> str:
+    owner = group.owner
+    if isinstance(owner, Batcher):
+        return f"{type(owner).__qualname__}.gen_batch"
+    return f"{group.info.name}.run_batch"
+
+
+def _display_key(group: Group) -> Any:
+    key = group.key
+    if type(key) is tuple and len(key) == 2:
+        return key[1]
+    return None

@@ -1,0 +1,279 @@
+"""Sharing and memoizing generators: SharedGenerator, cached_generator, GenUtils."""
+
+from __future__ import annotations
+
+import functools
+import threading
+import types
+from collections.abc import Callable, Generator, Hashable
+from typing import Any, Generic, TypeVar, overload
+
+from ._errors import BatchError, describe_generator
+from ._operation import BatchableOperation, Settled
+
+__all__ = [
+    "SharedGenerator",
+    "GeneratorCache",
+    "cached_generator",
+    "gen_structured",
+    "gen_identity",
+    "GenUtils",
+]
+
+R = TypeVar("R")
+F = TypeVar("F", bound=Callable[..., Any])
+
+# SharedGenerator states
+NEW, RUNNING, DONE = 0, 1, 2
+
+
+class SharedGenerator(Generic[R]):
+    """Let several batch generators wait on the result of one generator.
+
+    A plain generator object may be yielded by one waiter only.  Wrap it once,
+    then every waiter yields ``shared.gen()`` (or the ``SharedGenerator``
+    itself): the wrapped generator runs once, in the execution that first
+    waits on it, and every waiter gets its result (or its exception).  After
+    it finished, the result is kept: later waiters, even in later executions,
+    get it at once.
+
+    >>> import batch
+    >>> def gen_answer():
+    ...     return 42
+    ...     yield
+    >>> shared = SharedGenerator(gen_answer())
+    >>> def gen_both():
+    ...     a, b = yield shared.gen(), shared.gen()
+    ...     return a + b
+    >>> batch.execute(gen_both())
+    84
+    """
+
+    __slots__ = ("_gen", "_state", "_value", "_failed", "_owner", "_waiters", "_abandoned",
+                 "__weakref__")
+
+    def __init__(self, gen: Generator[Any, Any, R]) -> None:
+        if not isinstance(gen, types.GeneratorType):
+            raise TypeError(
+                f"SharedGenerator takes a generator object, got {type(gen).__qualname__}; "
+                f"call the generator function first: SharedGenerator(gen_user(1))"
+            )
+        self._gen: Generator[Any, Any, R] | None = gen
+        self._state = NEW
+        self._value: Any = None
+        self._failed = False
+        self._owner: object | None = None
+        self._waiters: list[tuple[Any, int]] = []
+        self._abandoned = False
+
+    def gen(self) -> Generator[Any, Any, R]:
+        """Return a fresh generator that waits for the shared result."""
+        result: R = yield self
+        return result
+
+    @property
+    def done(self) -> bool:
+        """Whether the shared generator has finished (with a result or an error)."""
+        return self._state == DONE
+
+    def _start(self, owner: object) -> Generator[Any, Any, R]:
+        """Claim the wrapped generator for ``owner``'s execution."""
+        if self._state == RUNNING and self._owner is not owner:
+            raise BatchError(
+                f"{self!r} is already running in another execution; a SharedGenerator "
+                f"(or cached_generator result) can run in one execution at a time"
+            )
+        gen = self._gen
+        if gen is None or self._state != NEW:
+            raise BatchError(f"{self!r} was started twice")  # executor bug guard
+        self._state = RUNNING
+        self._owner = owner
+        return gen
+
+    def _abandon(self, exc: BaseException) -> None:
+        """The execution running it failed: a later wait starts it over if possible."""
+        self._state = DONE
+        self._failed = True
+        self._value = BatchError(
+            f"{self!r} was closed unfinished because its execution ended with "
+            f"{type(exc).__name__}: {exc}"
+        )
+        self._gen = None
+        self._owner = None
+        self._waiters = []
+        self._abandoned = True
+
+    def resolve(self, run: Any, index: int, value: Any, failed: bool) -> None:
+        """Executor callback: the wrapped generator finished."""
+        self._state = DONE
+        self._value = value
+        self._failed = failed
+        self._gen = None
+        self._owner = None
+        waiters, self._waiters = self._waiters, []
+        for sink, i in waiters:
+            run._fill(sink, i, value, failed)
+
+    def __repr__(self) -> str:
+        inner = describe_generator(self._gen) if self._gen is not None else "finished"
+        return f"<SharedGenerator {inner}>"
+
+
+class GeneratorCache:
+    """Storage for :func:`cached_generator`; ``clear()`` forgets every result.
+
+    One cache may serve several functions; entries are keyed by the function
+    and its arguments.
+    """
+
+    def __init__(self) -> None:
+        self._data: dict[Hashable, SharedGenerator[Any]] = {}
+        self._lock = threading.Lock()
+
+    def clear(self) -> None:
+        """Forget every memoized generator."""
+        with self._lock:
+            self._data.clear()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def _get(self, key: Hashable, make: Callable[[], Generator[Any, Any, Any]]) -> SharedGenerator[Any]:
+        with self._lock:
+            shared = self._data.get(key)
+            if shared is None or shared._abandoned:
+                shared = SharedGenerator(make())
+                self._data[key] = shared
+            return shared
+
+
+_LIST, _DICT, _SET = object(), object(), object()
+
+
+def freeze(value: Any) -> Hashable:
+    """Make ``value`` hashable: lists, sets and dicts become tagged tuples."""
+    cls = type(value)
+    if cls is list:
+        return (_LIST, *map(freeze, value))
+    if cls is tuple:
+        return tuple(map(freeze, value))
+    if cls is dict:
+        return (_DICT, frozenset((freeze(k), freeze(v)) for k, v in value.items()))
+    if cls is set or cls is frozenset:
+        return (_SET, frozenset(map(freeze, value)))
+    hash(value)  # raises TypeError for other unhashable values
+    return value  # type: ignore[no-any-return]
+
+
+@overload
+def cached_generator(func: F, /) -> F: ...
+@overload
+def cached_generator(cache: GeneratorCache | None = None, /) -> Callable[[F], F]: ...
+
+
+def cached_generator(arg: Any = None, /) -> Any:
+    """Memoize a generator function by its arguments.
+
+    Every call with equal arguments returns a waiter on one shared run of the
+    generator (see :class:`SharedGenerator`), so the work is done once, and
+    its result (or exception) is reused by later calls.  Arguments may be
+    lists, sets and dicts (compared by value).  Use it bare, or with a
+    :class:`GeneratorCache` to be able to ``clear()`` it::
+
+        cache = GeneratorCache()
+
+        @cached_generator(cache)
+        def gen_user_page(user_id): ...
+    """
+    if callable(arg) and not isinstance(arg, GeneratorCache):
+        return _memoize(arg, GeneratorCache())
+    if arg is not None and not isinstance(arg, GeneratorCache):
+        raise TypeError(
+            f"cached_generator takes a generator function or a GeneratorCache, "
+            f"got {type(arg).__qualname__}"
+        )
+    cache = arg if arg is not None else GeneratorCache()
+
+    def decorate(func: F) -> F:
+        return _memoize(func, cache)
+
+    return decorate
+
+
+def _memoize(func: F, cache: GeneratorCache) -> F:
+    name = getattr(func, "__qualname__", repr(func))
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
+        try:
+            key = (func, freeze(args), freeze(kwargs))
+        except TypeError as exc:
+            raise TypeError(
+                f"cached_generator {name}: its arguments must be hashable, or lists, sets "
+                f"and dicts of hashable values ({exc})"
+            ) from None
+        shared = cache._get(key, lambda: func(*args, **kwargs))
+        return shared.gen()
+
+    wrapper.cache = cache  # type: ignore[attr-defined]
+    return wrapper  # type: ignore[return-value]
+
+
+_LEAF_TYPES = (BatchableOperation, SharedGenerator, Settled, types.GeneratorType)
+
+
+def gen_structured(value: Any) -> Generator[Any, Any, Any]:
+    """A generator returning ``value`` with every operation/generator replaced by its result.
+
+    Lists, tuples and dicts are walked (and keep their types); anything that
+    is not an operation, generator, :class:`SharedGenerator` or ``settled``
+    is kept as it is.
+
+    >>> import batch
+    >>> batch.execute(gen_structured({"a": (1, gen_identity(2))}))
+    {'a': (1, 2)}
+    """
+    leaves: list[Any] = []
+    shape = _collect(value, leaves)
+    results = (yield leaves) if leaves else []
+    return _rebuild(shape, iter(results))
+
+
+_HOLE = object()
+
+
+def _collect(value: Any, leaves: list[Any]) -> Any:
+    cls = type(value)
+    if cls is list or cls is tuple:
+        return (cls, [_collect(v, leaves) for v in value])
+    if cls is dict:
+        return (dict, [(k, _collect(v, leaves)) for k, v in value.items()])
+    if isinstance(value, _LEAF_TYPES):
+        leaves.append(value)
+        return _HOLE
+    return (None, value)
+
+
+def _rebuild(shape: Any, results: Any) -> Any:
+    if shape is _HOLE:
+        return next(results)
+    cls, inner = shape
+    if cls is None:
+        return inner
+    if cls is dict:
+        return {k: _rebuild(v, results) for k, v in inner}
+    items = [_rebuild(v, results) for v in inner]
+    return items if cls is list else tuple(items)
+
+
+def gen_identity(value: R) -> Generator[Any, Any, R]:
+    """A batch generator that returns ``value`` without yielding anything."""
+    return value
+    yield  # pragma: no cover  (makes this a generator function)
+
+
+class GenUtils:
+    """Seed compatibility: the original library's generator helpers."""
+
+    gen_structured = staticmethod(gen_structured)
+    gen_identity = staticmethod(gen_identity)
