@@ -691,11 +691,7 @@ class Run:
                 thread=threading.get_ident())
         call.t0 = time.perf_counter()
         try:
-            fn: Any
-            if owner.__class__ is not type and isinstance(owner, Batcher):
-                fn = owner.gen_batch
-            else:
-                fn = owner.run_batch
+            fn = getattr(owner, "gen_batch" if isinstance(owner, Batcher) else "run_batch")
             hook = self.hook
             if hook is None:
                 result = fn(call.ops)
