@@ -227,6 +227,8 @@ class Run:
             if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0:
                 raise ValueError(f"timeout= must be a number of seconds >= 0, got {timeout!r}")
         self.cache = cache if cache is not None else OperationCache()
+        if trace is None and _hooks._trace_factory is not None:
+            trace = _hooks.implicit_trace()
         self.trace = trace
         self.deadline = None if timeout is None else time.monotonic() + timeout
         self.timeout = timeout
