@@ -67,17 +67,26 @@ _GeneratorType = types.GeneratorType
 _SCALAR: Any = object()  # join.keys for ``settled(single_item)``
 
 
-class Task:
-    """A chain of generators run one at a time; only ``gen`` is active."""
+# A task is a chain of generators run one at a time.  It is a plain list,
+# not a class instance, because one is made for every generator that runs
+# beside its siblings, and a list display costs a fraction of an __init__:
+#
+#     [gen, ctx, stack, sink, index]
+#
+# gen    the active (top) generator; None once the task finished
+# ctx    gen's contextvars.Context
+# stack  the suspended parents of gen in this chain, [(gen, ctx), ...], or None
+# sink   who gets the task's result: a Join, Root, SharedGenerator or Call
+# index  the slot of the sink that the result fills
+#
+# Hot loops index it with literal ints; the names below are for the rest.
+Task = list
+GEN, CTX, STACK, SINK, INDEX = 0, 1, 2, 3, 4
 
-    __slots__ = ("gen", "ctx", "stack", "sink", "index")
 
-    def __init__(self, gen: Any, ctx: contextvars.Context, sink: Any, index: int) -> None:
-        self.gen = gen
-        self.ctx: Any = ctx
-        self.stack: list[tuple[Any, Any]] | None = None
-        self.sink = sink
-        self.index = index
+def new_task(gen: Any, ctx: contextvars.Context, sink: Any, index: int) -> list[Any]:
+    """A task that has not started yet."""
+    return [gen, ctx, None, sink, index]
 
 
 class Join:
@@ -235,11 +244,12 @@ class Run:
         self.hook = _hooks.current()
         self.rounds = 0
         self.cache_hits = 0
-        self._ready: list[tuple[Task, Any, bool]] = []
-        self._woken: list[tuple[Task, Any, bool]] = []
+        self._ready: list[tuple[list[Any], Any, bool]] = []
+        self._woken: list[tuple[list[Any], Any, bool]] = []
         self._groups: dict[Hashable, Group] = {}
         self._infos: dict[type, OpInfo] = {}
-        self._live: dict[Task, None] = {}
+        self._running: list[Any] | None = None  # the task being stepped, if it raised
+        self._dispatching: dict[Dispatch, None] = {}  # taken, not yet delivered
         self._shared: list[SharedGenerator[Any]] = []
         self._round: RoundRecord | None = None
         self.closed = False
@@ -265,9 +275,7 @@ class Run:
                 + (" (did you pass the generator function instead of calling it?)"
                    if callable(x) else "")
             )
-        task = Task(gen, contextvars.copy_context(), root, 0)
-        self._live[task] = None
-        self._woken.append((task, None, False))
+        self._woken.append(([gen, contextvars.copy_context(), None, root, 0], None, False))
         return root
 
     # -- phase 1: step -------------------------------------------------------
@@ -279,9 +287,9 @@ class Run:
         pop = ready.pop
         groups = self._groups
         infos = self._infos
-        live = self._live
         GenType = _GeneratorType
         JoinType = Join
+        # Layout of a task: [gen, ctx, stack, sink, index] (see ``Task``).
         while True:
             if woken:
                 woken.reverse()
@@ -291,8 +299,8 @@ class Run:
             if not ready:
                 return
             task, value, failed = pop()
-            gen = task.gen
-            ctx = task.ctx
+            gen = task[0]
+            ctx = task[1]
             while True:
                 try:
                     if failed:
@@ -305,21 +313,26 @@ class Run:
                 except Exception as exc:
                     value = exc
                     failed = True
+                except BaseException:
+                    self._running = task  # so that abort() closes its parents too
+                    raise
                 else:
                     cls = y.__class__
                     if cls is GenType:
-                        # A single child runs on top of this task's chain.
-                        if y.gi_suspended or y.gi_frame is None or y.gi_running:
+                        # A single child runs on top of this task's chain.  A
+                        # generator that started already (suspended) or ended
+                        # (no frame) was yielded before: refuse it.
+                        if y.gi_suspended or y.gi_frame is None:
                             value = self._reused(task, y)
                             failed = True
                             continue
-                        stack = task.stack
+                        stack = task[2]
                         if stack is None:
-                            task.stack = [(gen, ctx)]
+                            task[2] = [(gen, ctx)]
                         else:
                             stack.append((gen, ctx))
-                        gen = task.gen = y
-                        ctx = task.ctx = ctx.copy()
+                        gen = task[0] = y
+                        ctx = task[1] = ctx.copy()
                         value = None
                         failed = False
                         continue
@@ -340,17 +353,16 @@ class Run:
                     # Legacy ``yield GenResult(v)``: finish, running ``finally``.
                     value, failed = self._close_early(gen, ctx, y.value)
                 # ``gen`` finished with (value, failed): resume its parent.
-                stack = task.stack
+                stack = task[2]
                 if stack:
                     gen, ctx = stack.pop()
-                    task.gen = gen
-                    task.ctx = ctx
+                    task[0] = gen
+                    task[1] = ctx
                     continue
-                del live[task]
-                task.gen = task.ctx = None
-                sink = task.sink
+                task[0] = task[1] = None
+                sink = task[3]
                 if sink.__class__ is JoinType:
-                    index = task.index
+                    index = task[4]
                     sink.values[index] = value
                     if failed and (sink.first_error < 0 or index < sink.first_error):
                         sink.first_error = index
@@ -360,7 +372,7 @@ class Run:
                     value, failed = sink.result()
                     self._fill(sink.sink, sink.index, value, failed)
                 else:
-                    self._fill(sink, task.index, value, failed)
+                    self._fill(sink, task[4], value, failed)
                 break
 
     @staticmethod
@@ -398,23 +410,24 @@ class Run:
             info = self._infos[cls] = OpInfo(cls)
         return info
 
-    def _reused(self, task: Task, y: Any) -> BaseException:
-        chain = [task.gen] + [g for g, _ in (task.stack or ())]
+    def _reused(self, task: list[Any], y: Any) -> BaseException:
+        chain = [task[GEN]] + [g for g, _ in (task[STACK] or ())]
         if any(g is y for g in chain):
             names = " -> ".join(_name_of(g) for g in reversed(chain))
             return CycleError(
-                f"{_name_of(task.gen)} yielded a generator it is itself waiting on "
+                f"{_name_of(task[GEN])} yielded a generator it is itself waiting on "
                 f"({names}); generators cannot wait on their own result"
             )
         state = "finished" if y.gi_frame is None else "already running or waited on"
         return GeneratorReusedError(
-            f"{_name_of(task.gen)} yielded {y.__qualname__}, a generator object that is "
+            f"{_name_of(task[GEN])} yielded {y.__qualname__}, a generator object that is "
             f"{state}; a generator object can be yielded only once, by one waiter. To let "
             f"several generators wait on it, wrap it once: shared = "
             f"batch.SharedGenerator({y.__qualname__}(...)), and yield shared.gen() in each"
         )
 
-    def _yield_other(self, task: Task, y: Any, cls: type, info: OpInfo | None) -> tuple[Any, bool] | None:
+    def _yield_other(self, task: list[Any], y: Any, cls: type,
+                     info: OpInfo | None) -> tuple[Any, bool] | None:
         """Everything but the fast paths: returns None to park, or a value to resume with."""
         if info is None and isinstance(y, BatchableOperation):
             info = self._info(cls)
@@ -428,15 +441,15 @@ class Run:
         if info is not None:
             return self._enqueue(y, info, task)
         if cls is list or cls is tuple or cls is dict:
-            return self._join(y, task, 0, task.ctx, False, task.gen)
+            return self._join(y, task, 0, task[CTX], False, task[GEN])
         if cls is Settled or isinstance(y, Settled):
             inner = y.value
             if type(inner) in (list, tuple, dict):
-                return self._join(inner, task, 0, task.ctx, True, task.gen)
-            return self._join([inner], task, 0, task.ctx, _SCALAR, task.gen)
+                return self._join(inner, task, 0, task[CTX], True, task[GEN])
+            return self._join([inner], task, 0, task[CTX], _SCALAR, task[GEN])
         if isinstance(y, SharedGenerator):
-            return self._wait_shared(y, task, 0, task.ctx)
-        return _yield_error(task.gen, y), True
+            return self._wait_shared(y, task, 0, task[CTX])
+        return _yield_error(task[GEN], y), True
 
     def _enqueue(self, op: Any, info: OpInfo, target: Any) -> tuple[Any, bool] | None:
         """Queue an operation of a class with a key, a batcher or a cache."""
@@ -526,10 +539,21 @@ class Run:
                 return None
         run_group: Group | None = None
         run_start = 0
-        children: list[tuple[Task, Any, bool]] = []
-        live = self._live
+        children: list[tuple[list[Any], Any, bool]] = []
         for i, item in enumerate(items):
             c = item.__class__
+            if c is _GeneratorType:
+                if run_group is not None:
+                    run_group.targets.append((join, run_start, i - run_start))
+                    run_group = None
+                if not (item.gi_suspended or item.gi_frame is None):
+                    children.append(([item, ctx.copy(), None, join, i], None, False))
+                    continue
+                join.values[i] = self._reused_in_join(gen, item)
+                if join.first_error < 0 or i < join.first_error:
+                    join.first_error = i
+                join.remaining -= 1
+                continue
             info = infos.get(c)
             if info is None and isinstance(item, BatchableOperation):
                 info = self._info(c)
@@ -549,14 +573,6 @@ class Run:
                 run_group = None
             if info is not None:
                 outcome = self._enqueue(item, info, (join, i, 1))
-            elif c is _GeneratorType:
-                if item.gi_suspended or item.gi_frame is None or item.gi_running:
-                    outcome = self._reused_in_join(gen, item), True
-                else:
-                    child = Task(item, ctx.copy(), join, i)
-                    live[child] = None
-                    children.append((child, None, False))
-                    continue
             elif c is list or c is tuple or c is dict:
                 outcome = self._join(item, join, i, ctx, settled and True, gen)
             elif isinstance(item, Settled):
@@ -606,9 +622,7 @@ class Run:
         shared._waiters.append((sink, index))
         if state == NEW:
             gen = shared._start(self)
-            task = Task(gen, ctx.copy(), shared, 0)
-            self._live[task] = None
-            self._woken.append((task, None, False))
+            self._woken.append(([gen, ctx.copy(), None, shared, 0], None, False))
             self._shared.append(shared)
         return None
 
@@ -635,6 +649,7 @@ class Run:
 
     def _prepare(self, group: Group) -> Dispatch:
         d = Dispatch(group)
+        self._dispatching[d] = None
         info = group.info
         ops = group.ops
         if info.dedupe and len(ops) > 1:
@@ -719,9 +734,8 @@ class Run:
             if result.__class__ is _GeneratorType:
                 if rec is not None:
                     rec.layered = True
-                task = Task(result, contextvars.copy_context(), call, 0)
-                self._live[task] = None
-                self._woken.append((task, None, False))
+                self._woken.append(
+                    ([result, contextvars.copy_context(), None, call, 0], None, False))
                 return
             if isinstance(owner, Batcher):
                 exc = BatchResultError(
@@ -782,10 +796,12 @@ class Run:
             self._deliver(d)
 
     def _fail_all(self, d: Dispatch, exc: BaseException) -> None:
+        self._dispatching.pop(d, None)
         group = d.group
         self._deliver_targets(group.targets, [exc] * len(group.ops))
 
     def _deliver(self, d: Dispatch) -> None:
+        del self._dispatching[d]
         results = d.results
         markers = d.markers
         if markers is not None:
@@ -855,35 +871,70 @@ class Run:
         return not self._groups and not self._ready and not self._woken
 
     def has_live(self) -> bool:
-        return bool(self._live)
+        """Whether anything still waits, once nothing is runnable or queued.
+
+        Only a batch generator still in flight or a shared generator still
+        running can be waited on then; with nothing runnable, they wait on
+        each other.
+        """
+        if self._dispatching:
+            return True
+        return any(s._state == RUNNING and s._owner is self for s in self._shared)
+
+    def _climb(self, start: Any, stop_at_shared: bool) -> list[Any]:
+        """Everything that waits, directly or not, on ``start`` (a sink or target).
+
+        Returns the tasks met (and, with ``stop_at_shared``, the shared
+        generators at which the climb stopped instead of their waiters).
+        """
+        out: list[Any] = []
+        stack = [start]
+        seen: set[int] = set()
+        while stack:
+            x = stack.pop()
+            if id(x) in seen:
+                continue
+            seen.add(id(x))
+            cls = x.__class__
+            if cls is Task:
+                out.append(x)
+                stack.append(x[SINK])
+            elif cls is Join:
+                stack.append(x.sink)
+            elif cls is tuple:  # a (join, offset, count) op target
+                stack.append(x[0])
+            elif cls is Call:
+                stack.extend(reversed(x.dispatch.group.targets))
+            elif isinstance(x, SharedGenerator):
+                if stop_at_shared:
+                    out.append(x)
+                else:
+                    stack.extend(reversed([w for w, _ in x._waiters]))
+        return out
 
     def break_cycle(self) -> None:
         """Nothing can run, yet generators wait: they wait on each other."""
-        edges: dict[Task, list[tuple[Task, SharedGenerator[Any] | None, Any]]] = {}
-        for child in self._live:
-            sink = child.sink
-            while sink.__class__ is Join:
-                sink = sink.sink
-            if sink.__class__ is Task:
-                edges.setdefault(sink, []).append((child, None, None))
-            elif isinstance(sink, SharedGenerator):
-                for wsink, windex in sink._waiters:
-                    w = wsink
-                    while w.__class__ is Join:
-                        w = w.sink
-                    if w.__class__ is Task:
-                        edges.setdefault(w, []).append((child, sink, (wsink, windex)))
-        cycle = _find_cycle(list(self._live), edges)
+        running = [s for s in self._shared if s._state == RUNNING and s._owner is self]
+        # waits[a] = [(b, entry)]: shared a's generator waits on shared b via
+        # ``entry``, one of b's waiters.
+        waits: dict[int, list[tuple[SharedGenerator[Any], Any]]] = {}
+        for b in running:
+            for entry in b._waiters:
+                for a in self._climb(entry[0], stop_at_shared=True):
+                    if isinstance(a, SharedGenerator):
+                        waits.setdefault(id(a), []).append((b, entry))
+        cycle = _find_cycle(running, waits)
         if not cycle:
-            raise BatchError("batch internal error: generators wait, but on nothing")  # pragma: no cover
-        names = " -> ".join(_name_of(t.gen) for t, _, _ in cycle) + " -> " + _name_of(cycle[0][0].gen)
-        exc = CycleError(f"generators wait on each other in a cycle: {names}")
-        for _task, shared, entry in cycle:
-            if shared is not None:
-                shared._waiters.remove(entry)
-                self._fill(entry[0], entry[1], exc, True)
-                return
-        raise exc  # pragma: no cover  (a cycle always passes through a SharedGenerator)
+            raise BatchError(  # pragma: no cover  (the executor lost track of a generator)
+                "batch internal error: generators wait, but on nothing")
+        names = " -> ".join(_shared_name(a) for a, _, _ in cycle)
+        exc = CycleError(f"generators wait on each other in a cycle: {names} -> "
+                         f"{_shared_name(cycle[0][0])}; a generator cannot wait, directly or "
+                         f"through others, on its own result")
+        # Break it at the wait that closed it: that waiter gets the error.
+        _, b, entry = cycle[-1]
+        b._waiters.remove(entry)
+        self._fill(entry[0], entry[1], exc, True)
 
     def check_deadline(self) -> None:
         if self.deadline is not None and time.monotonic() >= self.deadline:
@@ -902,16 +953,15 @@ class Run:
         if self.closed:
             return
         self.closed = True
+        tasks = self._suspended_tasks()
         self._ready.clear()
         self._woken.clear()
         self._groups.clear()
-        tasks = list(self._live)
-        self._live.clear()
+        self._dispatching.clear()
         problems: list[str] = []
-        for task in reversed(tasks):
-            chain = [(task.gen, task.ctx), *reversed(task.stack or ())]
-            task.stack = None
-            task.gen = task.ctx = None
+        for task in tasks:
+            chain = [(task[GEN], task[CTX]), *reversed(task[STACK] or ())]
+            task[GEN] = task[CTX] = task[STACK] = None
             for gen, ctx in chain:
                 if gen is None:
                     continue
@@ -931,11 +981,71 @@ class Run:
                 self.trace.error = exc
                 self.end_round()
             try:
+                exc.batch_rounds_completed = self.rounds  # type: ignore[attr-defined]
                 exc.add_note(f"batch: execution failed after {self.rounds} round(s)")
                 for p in problems:
                     exc.add_note(f"batch: {p}")
             except Exception:  # pragma: no cover  (exotic exception types)
                 pass
+
+    def _suspended_tasks(self) -> list[list[Any]]:
+        """Every task not finished, children before the tasks that wait on them.
+
+        There is no registry of live tasks (it would cost two dict operations
+        per generator on the hot path); instead every suspended task is found
+        by climbing from what can be waited on: runnable tasks, queued
+        operations, batches in flight and shared generators' waiters.
+        """
+        leaves: list[Any] = []
+        if self._running is not None:
+            leaves.append(self._running)
+        leaves.extend(t for t, _, _ in reversed(self._ready))
+        leaves.extend(t for t, _, _ in self._woken)
+        for group in self._groups.values():
+            leaves.extend(group.targets)
+        for d in self._dispatching:
+            leaves.extend(d.group.targets)
+            for marker in d.markers or ():
+                leaves.extend(marker.followers)
+        for shared in self._shared:
+            leaves.extend(w for w, _ in shared._waiters)
+        order: list[list[Any]] = []
+        index: dict[int, int] = {}
+        parents: list[list[int]] = []
+        for leaf in leaves:
+            child = -1
+            for task in self._climb(leaf, stop_at_shared=False):
+                k = index.get(id(task))
+                known = k is not None
+                if k is None:
+                    k = index[id(task)] = len(order)
+                    order.append(task)
+                    parents.append([])
+                if child >= 0 and k not in parents[child]:
+                    parents[child].append(k)
+                child = k
+                if known:
+                    break
+        # Kahn's algorithm: close a task once every task waiting on... below it is closed.
+        waiting_children = [0] * len(order)
+        for ps in parents:
+            for p in ps:
+                waiting_children[p] += 1
+        ready = [k for k in range(len(order)) if waiting_children[k] == 0]
+        ready.reverse()
+        closed = [False] * len(order)
+        result: list[list[Any]] = []
+        while ready:
+            k = ready.pop()
+            closed[k] = True
+            result.append(order[k])
+            for p in parents[k]:
+                waiting_children[p] -= 1
+                if waiting_children[p] == 0:
+                    ready.append(p)
+        # Generators in a cycle wait on each other: close them in found order.
+        result.extend(order[k] for k in range(len(order)) if not closed[k])
+        return [t for t in result if t[GEN] is not None]
 
     def finish(self) -> None:
         """A successful end: release the shared bookkeeping."""
@@ -943,40 +1053,39 @@ class Run:
         self._shared.clear()
 
 
-def _find_cycle(nodes: list[Task], edges: dict[Task, list[Any]]) -> list[Any]:
-    """A cycle in the waits-on graph, as [(task, via_shared, waiter_entry), ...]."""
-    color: dict[Task, int] = {}
+def _find_cycle(nodes: list[SharedGenerator[Any]],
+                waits: dict[int, list[tuple[SharedGenerator[Any], Any]]]) -> list[Any]:
+    """A cycle in the waits-on graph of shared generators: [(a, b, entry), ...]."""
+    state: dict[int, int] = {}  # 1 on the current path, 2 done
     for start in nodes:
-        if start in color:
+        if id(start) in state:
             continue
-        path: list[Any] = []
-        stack = [(start, iter(edges.get(start, ())), None, None)]
-        color[start] = 1
-        path.append((start, None, None))
+        path: list[tuple[SharedGenerator[Any], SharedGenerator[Any], Any]] = []
+        stack = [(start, iter(waits.get(id(start), ())))]
+        state[id(start)] = 1
         while stack:
-            node, it, _, _ = stack[-1]
-            for child, shared, entry in it:
-                state = color.get(child, 0)
-                if state == 1:
-                    # found: from child's position in the path to the end
-                    idx = next(k for k, p in enumerate(path) if p[0] is child)
-                    cyc = path[idx:]
-                    # the edge info lives on the *next* element; rotate it onto the waiter
-                    out = []
-                    nxt = [*cyc[1:], (child, shared, entry)]
-                    for (t, _, _), (_, s, e) in zip(cyc, nxt):
-                        out.append((t, s, e))
-                    return out
-                if state == 0:
-                    color[child] = 1
-                    path.append((child, shared, entry))
-                    stack.append((child, iter(edges.get(child, ())), shared, entry))
+            node, edges = stack[-1]
+            for b, entry in edges:
+                mark = state.get(id(b), 0)
+                if mark == 1:
+                    path.append((node, b, entry))
+                    first = next(k for k, (a, _, _) in enumerate(path) if a is b)
+                    return path[first:]
+                if mark == 0:
+                    state[id(b)] = 1
+                    path.append((node, b, entry))
+                    stack.append((b, iter(waits.get(id(b), ()))))
                     break
             else:
-                color[node] = 2
+                state[id(node)] = 2
                 stack.pop()
-                path.pop()
+                if path:
+                    path.pop()
     return []
+
+
+def _shared_name(shared: SharedGenerator[Any]) -> str:
+    return _name_of(shared._gen) if shared._gen is not None else repr(shared)
 
 
 def _chunks(info: OpInfo, ops: list[Any]) -> list[tuple[int, int]]:
