@@ -71,22 +71,22 @@ _SCALAR: Any = object()  # join.keys for ``settled(single_item)``
 # not a class instance, because one is made for every generator that runs
 # beside its siblings, and a list display costs a fraction of an __init__:
 #
-#     [gen, ctx, stack, sink, index]
+#     [gen, ctx, stack, sink, index, value, failed]
 #
 # gen    the active (top) generator; None once the task finished
 # ctx    gen's contextvars.Context
-# stack  the suspended parents of gen in this chain, [(gen, ctx), ...], or None
+# stack  the suspended parents of gen in this chain, flat: [gen0, ctx0, gen1,
+#        ctx1, ...] (no tuple per level: fewer objects for the GC to track), or None
 # sink   who gets the task's result: a Join, Root, SharedGenerator or Call
 # index  the slot of the sink that the result fills
+# value  what to send (or, if failed, throw) into gen when it next runs
+# failed whether value is an exception to throw
 #
-# Hot loops index it with literal ints; the names below are for the rest.
+# The ready stack holds tasks themselves; a wake-up writes value/failed into
+# the task rather than allocating a (task, value, failed) tuple.  Hot loops
+# index tasks with literal ints; the names below are for the rest.
 Task = list
-GEN, CTX, STACK, SINK, INDEX = 0, 1, 2, 3, 4
-
-
-def new_task(gen: Any, ctx: contextvars.Context, sink: Any, index: int) -> list[Any]:
-    """A task that has not started yet."""
-    return [gen, ctx, None, sink, index]
+GEN, CTX, STACK, SINK, INDEX, VALUE, FAILED = 0, 1, 2, 3, 4, 5, 6
 
 
 class Join:
@@ -244,8 +244,8 @@ class Run:
         self.hook = _hooks.current()
         self.rounds = 0
         self.cache_hits = 0
-        self._ready: list[tuple[list[Any], Any, bool]] = []
-        self._woken: list[tuple[list[Any], Any, bool]] = []
+        self._ready: list[list[Any]] = []
+        self._woken: list[list[Any]] = []
         self._groups: dict[Hashable, Group] = {}
         self._infos: dict[type, OpInfo] = {}
         self._running: list[Any] | None = None  # the task being stepped, if it raised
@@ -275,7 +275,7 @@ class Run:
                 + (" (did you pass the generator function instead of calling it?)"
                    if callable(x) else "")
             )
-        self._woken.append(([gen, contextvars.copy_context(), None, root, 0], None, False))
+        self._woken.append([gen, contextvars.copy_context(), None, root, 0, None, False])
         return root
 
     # -- phase 1: step -------------------------------------------------------
@@ -289,6 +289,8 @@ class Run:
         infos = self._infos
         GenType = _GeneratorType
         JoinType = Join
+        gen_send = _GeneratorType.send
+        gen_throw = _GeneratorType.throw
         # Layout of a task: [gen, ctx, stack, sink, index] (see ``Task``).
         while True:
             if woken:
@@ -298,15 +300,21 @@ class Run:
                 continue
             if not ready:
                 return
-            task, value, failed = pop()
+            task = pop()
             gen = task[0]
             ctx = task[1]
+            value = task[5]
+            failed = task[6]
+            task[5] = None  # the generator holds the value now; do not keep it alive
+            if failed:
+                task[6] = False
             while True:
                 try:
+                    # The unbound send/throw spare a bound-method object per step.
                     if failed:
-                        y = ctx.run(gen.throw, value)
+                        y = ctx.run(gen_throw, gen, value)
                     else:
-                        y = ctx.run(gen.send, value)
+                        y = ctx.run(gen_send, gen, value)
                 except StopIteration as stop:
                     value = stop.value
                     failed = False
@@ -328,19 +336,25 @@ class Run:
                             continue
                         stack = task[2]
                         if stack is None:
-                            task[2] = [(gen, ctx)]
+                            task[2] = [gen, ctx]
                         else:
-                            stack.append((gen, ctx))
+                            stack.append(gen)
+                            stack.append(ctx)
                         gen = task[0] = y
                         ctx = task[1] = ctx.copy()
                         value = None
                         failed = False
                         continue
+                    # Only classes on the fast path are grouped under the
+                    # bare class, so a hit here needs no further checks.
+                    group = groups.get(cls)
+                    if group is not None:
+                        group.ops.append(y)
+                        group.targets.append(task)
+                        break
                     info = infos.get(cls)
                     if info is not None and info.fast:
-                        group = groups.get(cls)
-                        if group is None:
-                            group = groups[cls] = Group(cls, info, cls)
+                        group = groups[cls] = Group(cls, info, cls)
                         group.ops.append(y)
                         group.targets.append(task)
                         break
@@ -355,11 +369,11 @@ class Run:
                 # ``gen`` finished with (value, failed): resume its parent.
                 stack = task[2]
                 if stack:
-                    gen, ctx = stack.pop()
-                    task[0] = gen
-                    task[1] = ctx
+                    ctx = task[1] = stack.pop()
+                    gen = task[0] = stack.pop()
                     continue
-                task[0] = task[1] = None
+                # The finished task is referenced by nothing else now: no need
+                # to clear it, it goes when ``task`` is rebound.
                 sink = task[3]
                 if sink.__class__ is JoinType:
                     index = task[4]
@@ -388,7 +402,9 @@ class Run:
         while True:
             cls = sink.__class__
             if cls is Task:
-                self._woken.append((sink, value, failed))
+                sink[5] = value
+                sink[6] = failed
+                self._woken.append(sink)
                 return
             if cls is Join:
                 sink.values[index] = value
@@ -411,7 +427,7 @@ class Run:
         return info
 
     def _reused(self, task: list[Any], y: Any) -> BaseException:
-        chain = [task[GEN]] + [g for g, _ in (task[STACK] or ())]
+        chain = [task[GEN], *(task[STACK] or ())[0::2]]
         if any(g is y for g in chain):
             names = " -> ".join(_name_of(g) for g in reversed(chain))
             return CycleError(
@@ -495,7 +511,8 @@ class Run:
                 ), True
             owner = cls
         else:
-            key = cls  # type: ignore[assignment]
+            # Not the bare class: that key is reserved for the fast path.
+            key = (cls, None)
             owner = cls
         group = self._groups.get(key)
         if group is None:
@@ -539,7 +556,7 @@ class Run:
                 return None
         run_group: Group | None = None
         run_start = 0
-        children: list[tuple[list[Any], Any, bool]] = []
+        children: list[list[Any]] = []
         for i, item in enumerate(items):
             c = item.__class__
             if c is _GeneratorType:
@@ -547,20 +564,21 @@ class Run:
                     run_group.targets.append((join, run_start, i - run_start))
                     run_group = None
                 if not (item.gi_suspended or item.gi_frame is None):
-                    children.append(([item, ctx.copy(), None, join, i], None, False))
+                    children.append([item, ctx.copy(), None, join, i, None, False])
                     continue
                 join.values[i] = self._reused_in_join(gen, item)
                 if join.first_error < 0 or i < join.first_error:
                     join.first_error = i
                 join.remaining -= 1
                 continue
-            info = infos.get(c)
-            if info is None and isinstance(item, BatchableOperation):
-                info = self._info(c)
-            if info is not None and info.fast:
-                group = groups.get(c)
-                if group is None:
+            group = groups.get(c)
+            if group is None:
+                info = infos.get(c)
+                if info is None and isinstance(item, BatchableOperation):
+                    info = self._info(c)
+                if info is not None and info.fast:
                     group = groups[c] = Group(c, info, c)
+            if group is not None:
                 if group is not run_group:
                     if run_group is not None:
                         run_group.targets.append((join, run_start, i - run_start))
@@ -622,7 +640,7 @@ class Run:
         shared._waiters.append((sink, index))
         if state == NEW:
             gen = shared._start(self)
-            self._woken.append(([gen, ctx.copy(), None, shared, 0], None, False))
+            self._woken.append([gen, ctx.copy(), None, shared, 0, None, False])
             self._shared.append(shared)
         return None
 
@@ -734,8 +752,7 @@ class Run:
             if result.__class__ is _GeneratorType:
                 if rec is not None:
                     rec.layered = True
-                self._woken.append(
-                    ([result, contextvars.copy_context(), None, call, 0], None, False))
+                self._woken.append([result, contextvars.copy_context(), None, call, 0, None, False])
                 return
             if isinstance(owner, Batcher):
                 exc = BatchResultError(
@@ -835,12 +852,22 @@ class Run:
             if issubclass(t, Exception):
                 has_exc = True
                 break
+        if not has_exc and len(targets) == len(results):
+            kinds = set(map(type, targets))
+            if len(kinds) == 1 and Task in kinds:
+                # Only scalar waiters and no failures: the common case.
+                for target, value in zip(targets, results):
+                    target[5] = value
+                woken.extend(targets)
+                return
         pos = 0
         for target in targets:
             if target.__class__ is Task:
                 value = results[pos]
                 pos += 1
-                woken.append((target, value, has_exc and isinstance(value, Exception)))
+                target[5] = value
+                target[6] = has_exc and isinstance(value, Exception)
+                woken.append(target)
                 continue
             join, offset, count = target
             if count == 1:
@@ -960,8 +987,9 @@ class Run:
         self._dispatching.clear()
         problems: list[str] = []
         for task in tasks:
-            chain = [(task[GEN], task[CTX]), *reversed(task[STACK] or ())]
-            task[GEN] = task[CTX] = task[STACK] = None
+            flat = [*(task[STACK] or ()), task[GEN], task[CTX]]
+            chain = list(zip(flat[-2::-2], flat[::-2]))
+            task[GEN] = task[CTX] = task[STACK] = task[VALUE] = None
             for gen, ctx in chain:
                 if gen is None:
                     continue
@@ -999,8 +1027,8 @@ class Run:
         leaves: list[Any] = []
         if self._running is not None:
             leaves.append(self._running)
-        leaves.extend(t for t, _, _ in reversed(self._ready))
-        leaves.extend(t for t, _, _ in self._woken)
+        leaves.extend(reversed(self._ready))
+        leaves.extend(self._woken)
         for group in self._groups.values():
             leaves.extend(group.targets)
         for d in self._dispatching:
@@ -1045,7 +1073,7 @@ class Run:
                     ready.append(p)
         # Generators in a cycle wait on each other: close them in found order.
         result.extend(order[k] for k in range(len(order)) if not closed[k])
-        return [t for t in result if t[GEN] is not None]
+        return [t for t in result if t[GEN] is not None and t[GEN].gi_frame is not None]
 
     def finish(self) -> None:
         """A successful end: release the shared bookkeeping."""
