@@ -1073,7 +1073,7 @@ class Run:
                     ready.append(p)
         # Generators in a cycle wait on each other: close them in found order.
         result.extend(order[k] for k in range(len(order)) if not closed[k])
-        return [t for t in result if t[GEN] is not None and t[GEN].gi_frame is not None]
+        return [t for t in result if t[GEN] is not None]
 
     def finish(self) -> None:
         """A successful end: release the shared bookkeeping."""
