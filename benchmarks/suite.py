@@ -1,0 +1,119 @@
+"""The whole suite: W1-W4 against the peers, option costs, and W5 on sqlite3."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from . import ideal, options, raw, sql_page, with_aiodataloader, with_asynq, with_batch
+from .harness import Entry, format_table, measure, rows_to_json
+from .store import Sizes
+
+__all__ = ["SECTIONS", "RAW", "IDEAL", "BATCH", "entries", "title", "run"]
+
+SECTIONS = ("W1", "W2", "W3", "W4", "OPT", "W5")
+IDEAL = "ideal plain loop"
+RAW = "raw generators"
+BATCH = "batch"
+NOT_INSTALLED = "not installed"
+SKIPPED_NOTE = ("btrekkie/batch (the original library) is Python 2 only: not run. "
+                "Ratios are overhead beyond the ideal loop / raw generators' overhead.")
+
+
+def title(workload: str, sizes: Sizes) -> str:
+    """The heading of a workload's table, with its sizes."""
+    ops = sizes.ops(workload)
+    if workload == "W1":
+        return f"W1: one root yields {ops:,} ops (1 round, 1 call)"
+    if workload == "W2":
+        return (f"W2: {sizes.w2_roots:,} roots: user, friend ids, {sizes.w2_friends} name "
+                f"sub-generators each ({ops:,} ops, 3 rounds, 3 calls)")
+    if workload == "W3":
+        return f"W3: chain of {sizes.w3_depth:,} nested generators, one op at the bottom (per level)"
+    if workload == "W4":
+        return (f"W4: {sizes.w4_roots:,} roots each yield the same {sizes.w4_keys} keys "
+                f"({ops:,} ops; dedupe: 1 call of {sizes.w4_keys} keys)")
+    raise ValueError(f"unknown workload {workload!r}")
+
+
+def _peer(name: str, available: bool, version: str, runners: dict[str, Any], workload: str) -> Entry:
+    if not available:
+        return Entry(name, None, NOT_INSTALLED)
+    return Entry(f"{name} {version}", runners[workload])
+
+
+def entries(workload: str) -> list[Entry]:
+    """The contenders of one workload, the ideal loop (the reference) first."""
+    fn = workload.lower()
+    return [
+        Entry(IDEAL, getattr(ideal, fn)),
+        Entry(RAW, getattr(raw, fn)),
+        Entry(BATCH, getattr(with_batch, fn)),
+        _peer("asynq", with_asynq.AVAILABLE, with_asynq.VERSION, with_asynq.WORKLOADS, workload),
+        _peer("aiodataloader", with_aiodataloader.AVAILABLE, with_aiodataloader.VERSION,
+              with_aiodataloader.WORKLOADS, workload),
+    ]
+
+
+def _meta(sizes: Sizes, repeat: int, quick: bool) -> dict[str, Any]:
+    return {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "python": sys.version.split()[0],
+        "implementation": platform.python_implementation(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "repeat": repeat,
+        "quick": quick,
+        "sizes": sizes.as_dict(),
+        "peers": {
+            "asynq": with_asynq.VERSION or NOT_INSTALLED,
+            "aiodataloader": with_aiodataloader.VERSION or NOT_INSTALLED,
+            "btrekkie/batch": "skipped: Python 2 only",
+        },
+    }
+
+
+def run(sizes: Sizes, repeat: int, only: Sequence[str] = SECTIONS, *, quick: bool = False,
+        emit: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run the selected sections, emitting each table as soon as it is measured.
+
+    Returns the JSON document: ``meta``, ``workloads`` (W1-W4 rows),
+    ``options`` (option-cost rows) and ``w5`` (rows, or a ``status``).
+    """
+    doc: dict[str, Any] = {"meta": _meta(sizes, repeat, quick), "workloads": [],
+                           "options": [], "w5": []}
+    emit(f"batch benchmarks: Python {doc['meta']['python']}, {doc['meta']['cpus']} cpus, "
+         f"best and median of {repeat}" + (" (--quick)" if quick else ""))
+    emit(SKIPPED_NOTE)
+    for workload in ("W1", "W2", "W3", "W4"):
+        if workload not in only:
+            continue
+        rows = measure(workload, entries(workload), sizes, repeat, base=RAW,
+                       unit="level" if workload == "W3" else "op")
+        doc["workloads"] += rows_to_json(rows)
+        emit("")
+        emit(format_table(title(workload, sizes), rows, base_label="raw"))
+    if "OPT" in only:
+        rows = measure("W2", options.entries(Entry(IDEAL, ideal.w2)), sizes, repeat,
+                       base=options.BASE)
+        doc["options"] = rows_to_json(rows)
+        emit("")
+        emit(format_table(f"Option costs on W2 ({sizes.ops('W2'):,} ops); ratio to plain "
+                          f"execute_many's overhead", rows, base_label="plain"))
+    if "W5" in only:
+        emit("")
+        heading = (f"W5: page of {sizes.w5_posts} posts, their authors, {sizes.w5_comments} "
+                   f"comments each and the commenters, on sqlite3")
+        if not sql_page.available():
+            doc["w5"] = {"status": "batch.sql not available"}
+            emit(f"{heading}\nbatch.sql not available")
+        else:
+            w5_rows = sql_page.measure_w5(sizes, repeat)
+            doc["w5"] = sql_page.w5_to_json(w5_rows)
+            emit(sql_page.format_w5(w5_rows, heading))
+    return doc
+
