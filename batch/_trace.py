@@ -194,6 +194,20 @@ class Trace:
         if hidden:
             lines.append(f"… {hidden} more row{'s' * (hidden != 1)} after round {last_shown} "
                          f"(summary(max_rows=None) shows all)")
+            # The cut table hides the big picture: add totals per operation.
+            counts: dict[str, list[int]] = {}
+            times: dict[str, float] = {}
+            for b in batches:
+                tally = counts.setdefault(b.name, [0, 0, 0])
+                tally[0] += 1
+                tally[1] += b.size
+                tally[2] += b.requested
+                times[b.name] = times.get(b.name, 0.0) + b.seconds
+            lines.append("totals by operation:")
+            for op_name, (calls_n, sent_n, asked_n) in counts.items():
+                lines.append(f"{'':>5}  {_cut(op_name, name_w):<{name_w}}  {'':<{key_w}}  "
+                             f"{calls_n:>5}  {sent_n:>6}  {asked_n:>6}  {'':>5}  "
+                             f"{times[op_name] * 1e3:>9.3f}")
         if self.error is not None:
             completed = getattr(self.error, "batch_rounds_completed", None)
             after = "" if completed is None else f" after {completed} round{'s' * (completed != 1)}"
