@@ -42,10 +42,13 @@ class Recorder:
         fn: Fn | None = None,
         *,
         key: Callable[[Any], Hashable] | None = None,
+        whole: Callable[[list[Any]], Any] | None = None,
         **attrs: Any,
     ) -> type[batch.BatchableOperation[Any]]:
         """A new operation class ``name``; ``key`` computes ``batch_key()`` from the op's key.
 
+        ``whole(keys)``, if given, computes ``run_batch``'s entire return value
+        instead of ``fn`` (to return too few results, or not a list at all).
         Extra keyword arguments become class attributes (``max_batch_size=2``).
         """
         answer = fn if fn is not None else _identity
@@ -58,8 +61,11 @@ class Recorder:
             return f"{name}({self.key!r})"
 
         def run_batch(cls: Any, operations: list[Any]) -> list[Any]:
-            calls.append((cls.__name__, [op.key for op in operations]))
-            return [answer(op.key) for op in operations]
+            keys = [op.key for op in operations]
+            calls.append((cls.__name__, keys))
+            if whole is not None:
+                return whole(keys)
+            return [answer(k) for k in keys]
 
         namespace: dict[str, Any] = {
             "__init__": __init__,
