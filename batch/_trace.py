@@ -12,7 +12,7 @@ from typing import Any
 __all__ = ["Trace", "RoundRecord", "BatchRecord"]
 
 
-@dataclass
+@dataclass(slots=True)
 class BatchRecord:
     """One ``run_batch`` (or ``gen_batch``) call.
 
@@ -42,7 +42,7 @@ class BatchRecord:
     layered: bool = False
 
 
-@dataclass
+@dataclass(slots=True)
 class RoundRecord:
     """One round: the batches dispatched together after every generator waited.
 
