@@ -1,4 +1,8 @@
-"""``python -m benchmarks [--quick] [--repeat N] [--only W1,W3,OPT,W5] [--json FILE]``."""
+"""The command line.
+
+``python -m benchmarks [--quick] [--repeat N] [--only W1,W3,OPT,W5]
+[--contenders raw,batch] [--json FILE]``
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import json
 import sys
 
 from .store import FULL, QUICK
-from .suite import SECTIONS, run
+from .suite import CONTENDERS, SECTIONS, run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,17 +25,23 @@ def main(argv: list[str] | None = None) -> int:
                         help="samples per contender (default 5, or 1 with --quick)")
     parser.add_argument("--only", default=",".join(SECTIONS),
                         help=f"comma-separated sections to run, of {','.join(SECTIONS)}")
+    parser.add_argument("--contenders", default=",".join(CONTENDERS),
+                        help=f"comma-separated contenders for W1-W4, of {','.join(CONTENDERS)} "
+                             "(the ideal loop always runs)")
     parser.add_argument("--json", metavar="FILE", help="also write every number to FILE")
     args = parser.parse_args(argv)
     only = [s.strip().upper() for s in args.only.split(",") if s.strip()]
     unknown = [s for s in only if s not in SECTIONS]
     if unknown or not only:
         parser.error(f"--only takes sections of {','.join(SECTIONS)}, got {args.only!r}")
+    contenders = [c.strip().lower() for c in args.contenders.split(",") if c.strip()]
+    if not contenders or any(c not in CONTENDERS for c in contenders):
+        parser.error(f"--contenders takes names of {','.join(CONTENDERS)}, got {args.contenders!r}")
     repeat = args.repeat if args.repeat is not None else (1 if args.quick else 5)
     if repeat < 1:
         parser.error(f"--repeat must be at least 1, got {repeat}")
     sizes = QUICK if args.quick else FULL
-    doc = run(sizes, repeat, only, quick=args.quick,
+    doc = run(sizes, repeat, only, quick=args.quick, contenders=contenders,
               emit=lambda line: print(line, flush=True))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:

@@ -13,9 +13,11 @@ from . import ideal, options, raw, sql_page, with_aiodataloader, with_asynq, wit
 from .harness import Entry, format_table, measure, rows_to_json
 from .store import Sizes
 
-__all__ = ["SECTIONS", "RAW", "IDEAL", "BATCH", "entries", "title", "run"]
+__all__ = ["SECTIONS", "CONTENDERS", "RAW", "IDEAL", "BATCH", "entries", "title", "run"]
 
 SECTIONS = ("W1", "W2", "W3", "W4", "OPT", "W5")
+# Short names for --contenders (the ideal loop always runs: it is the reference).
+CONTENDERS = ("raw", "batch", "asynq", "aiodataloader")
 IDEAL = "ideal plain loop"
 RAW = "raw generators"
 BATCH = "batch"
@@ -46,17 +48,21 @@ def _peer(name: str, available: bool, version: str, runners: dict[str, Any], wor
     return Entry(f"{name} {version}", runners[workload])
 
 
-def entries(workload: str) -> list[Entry]:
-    """The contenders of one workload, the ideal loop (the reference) first."""
+def entries(workload: str, contenders: Sequence[str] = CONTENDERS) -> list[Entry]:
+    """The contenders of one workload, the ideal loop (the reference) first.
+
+    ``contenders`` selects among :data:`CONTENDERS` by short name.
+    """
     fn = workload.lower()
-    return [
-        Entry(IDEAL, getattr(ideal, fn)),
-        Entry(RAW, getattr(raw, fn)),
-        Entry(BATCH, getattr(with_batch, fn)),
-        _peer("asynq", with_asynq.AVAILABLE, with_asynq.VERSION, with_asynq.WORKLOADS, workload),
-        _peer("aiodataloader", with_aiodataloader.AVAILABLE, with_aiodataloader.VERSION,
-              with_aiodataloader.WORKLOADS, workload),
+    chosen = [
+        ("raw", Entry(RAW, getattr(raw, fn))),
+        ("batch", Entry(BATCH, getattr(with_batch, fn))),
+        ("asynq", _peer("asynq", with_asynq.AVAILABLE, with_asynq.VERSION,
+                        with_asynq.WORKLOADS, workload)),
+        ("aiodataloader", _peer("aiodataloader", with_aiodataloader.AVAILABLE,
+                                with_aiodataloader.VERSION, with_aiodataloader.WORKLOADS, workload)),
     ]
+    return [Entry(IDEAL, getattr(ideal, fn))] + [e for name, e in chosen if name in contenders]
 
 
 def _meta(sizes: Sizes, repeat: int, quick: bool) -> dict[str, Any]:
@@ -78,6 +84,7 @@ def _meta(sizes: Sizes, repeat: int, quick: bool) -> dict[str, Any]:
 
 
 def run(sizes: Sizes, repeat: int, only: Sequence[str] = SECTIONS, *, quick: bool = False,
+        contenders: Sequence[str] = CONTENDERS,
         emit: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the selected sections, emitting each table as soon as it is measured.
 
@@ -92,7 +99,7 @@ def run(sizes: Sizes, repeat: int, only: Sequence[str] = SECTIONS, *, quick: boo
     for workload in ("W1", "W2", "W3", "W4"):
         if workload not in only:
             continue
-        rows = measure(workload, entries(workload), sizes, repeat, base=RAW,
+        rows = measure(workload, entries(workload, contenders), sizes, repeat, base=RAW,
                        unit="level" if workload == "W3" else "op")
         doc["workloads"] += rows_to_json(rows)
         emit("")

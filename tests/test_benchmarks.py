@@ -135,8 +135,17 @@ def test_only_runs_the_selected_sections(tmp_path: Path, capsys: pytest.CaptureF
     assert "W1:" not in capsys.readouterr().out
 
 
+def test_contenders_selects_peers(tmp_path: Path) -> None:
+    out = tmp_path / "w1.json"
+    assert main(["--quick", "--only", "W1", "--contenders", "batch", "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert [r["contender"] for r in doc["workloads"]] == ["ideal plain loop", "batch"]
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--only", "W9"], "--only takes sections of W1,W2,W3,W4,OPT,W5, got 'W9'"),
+    (["--contenders", "btrekkie"],
+     "--contenders takes names of raw,batch,asynq,aiodataloader, got 'btrekkie'"),
     (["--quick", "--repeat", "0"], "--repeat must be at least 1, got 0"),
 ])
 def test_bad_arguments(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
