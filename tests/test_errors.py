@@ -236,6 +236,15 @@ def test_yield_type_error_for_a_bad_value_passed_to_execute() -> None:
         batch.execute([1, 2])
 
 
+def test_genresult_inside_a_structure_is_not_a_yieldable() -> None:
+    def gen_legacy() -> Gen:
+        yield [batch.GenResult(1)]
+
+    with pytest.raises(batch.YieldTypeError, match=(
+            r"gen_legacy \(.*\) yielded a list containing, at index 0, GenResult; a batch")):
+        batch.execute(gen_legacy())
+
+
 # -- cycles: CycleError -----------------------------------------------------------
 
 
@@ -295,6 +304,20 @@ def test_a_shared_generator_waiting_on_itself(recorder: Any) -> None:
     with pytest.raises(batch.CycleError, match=(
             r"^generators wait on each other in a cycle: .*gen_self \([^)]*\) -> .*gen_self ")):
         batch.execute(holder["me"].gen())
+
+
+def test_a_cached_generator_calling_itself_with_the_same_arguments() -> None:
+    @batch.cached_generator
+    def gen_factorial(n: int) -> Gen:
+        # The bug: it should have called gen_factorial(n - 1).
+        return n * (yield gen_factorial(n)) if n > 1 else 1  # waits on itself
+
+    line = line_of(gen_factorial, "waits on itself")
+    name = r"test_a_cached_generator_calling_itself_with_the_same_arguments\.<locals>\.gen_factorial"
+    with pytest.raises(batch.CycleError, match=(
+            rf"^generators wait on each other in a cycle: {name} \({HERE}:{line}\) -> "
+            rf"{name} \({HERE}:{line}\); a generator cannot wait")):
+        batch.execute(gen_factorial(3))
 
 
 def test_a_generator_yielding_itself() -> None:
@@ -705,6 +728,37 @@ def test_root_failure_closes_every_live_generator_first(recorder: Any) -> None:
     assert recorder.calls == [("Op", ["root 0.0", "fail.0", "child.0", "grandchild.0",
                                       "shared.0", "root 4.0"])]
     assert shared.done
+
+
+def test_root_failure_closes_a_layered_run_batch_in_flight(recorder: Any) -> None:
+    Op = recorder.op("Op")
+    events: list[str] = []
+
+    class Layered(batch.BatchableOperation[int]):
+        @classmethod
+        def run_batch(cls, operations: list[Layered]) -> Gen:
+            try:
+                yield Op("layer.1")
+                yield Op("layer.2")
+                return [1] * len(operations)
+            finally:
+                events.append("run_batch closed")
+
+    def gen_waiter() -> Gen:
+        try:
+            return (yield Layered())
+        finally:
+            events.append("waiter closed")
+
+    def gen_fails() -> Gen:
+        yield Op("f.1")
+        yield Op("f.2")
+        raise ValueError("failed in round 2")
+
+    with pytest.raises(ValueError, match=r"^failed in round 2\n"):
+        recorder.execute_many([gen_waiter(), gen_fails()])
+    assert events == ["run_batch closed", "waiter closed"]
+    assert recorder.calls == [("Op", ["f.1"]), ("Op", ["layer.1", "f.2"])]
 
 
 def test_execute_many_raises_the_first_root_to_fail(recorder: Any) -> None:

@@ -163,6 +163,24 @@ def test_siblings_are_stepped_depth_first_in_program_order(recorder: Any) -> Non
     assert recorder.calls == [("A", ["r1.1", "r1.2", "r2", "r3.1", "r3.2"])]
 
 
+@pytest.mark.xfail(strict=True, reason="executor bug: after a round, waiters are resumed in "
+                   "group delivery order, not program order (README: 'generators are resumed in "
+                   "program order, earlier roots and siblings first')")
+def test_waiters_are_resumed_in_program_order_after_a_round(recorder: Any) -> None:
+    A = recorder.op("A")
+    B = recorder.op("B")
+    C = recorder.op("C")
+
+    def gen_root(k: int, first: Any) -> Gen:
+        yield first(k)
+        return (yield C(k))
+
+    assert recorder.execute_many([gen_root(0, A), gen_root(1, B), gen_root(2, A)]) == [0, 1, 2]
+    assert recorder.calls[:2] == [("A", [0, 2]), ("B", [1])]
+    # Round 2: roots 0, 1, 2 are resumed in that order, so C's batch is in root order.
+    assert recorder.calls[2:] == [("C", [0, 1, 2])]
+
+
 def test_batch_key_splits_a_class_into_groups(recorder: Any) -> None:
     Row = recorder.op("Row", lambda k: f"{k[0]}#{k[1]}", key=lambda k: k[0])
 
@@ -524,6 +542,38 @@ def test_deep_chain_failure_unwinds_without_recursion(recorder: Any) -> None:
 
     with pytest.raises(LookupError, match="bottom"):
         batch.execute(gen_fail(10_000))
+
+
+def test_deep_chains_of_joins_and_shared_generators(recorder: Any) -> None:
+    Op = recorder.op("Op")
+
+    def gen_join_chain(n: int) -> Gen:
+        if n == 0:
+            return (yield Op(0))
+        (value,) = yield [gen_join_chain(n - 1)]
+        return value + 1
+
+    def gen_shared_chain(n: int) -> Gen:
+        if n == 0:
+            return (yield Op(0))
+        return (yield batch.SharedGenerator(gen_shared_chain(n - 1))) + 1
+
+    assert recorder.execute(gen_join_chain(10_000)) == 10_000
+    assert recorder.execute(gen_shared_chain(10_000)) == 10_000
+    assert recorder.calls == [("Op", [0]), ("Op", [0])]
+
+
+@pytest.mark.xfail(strict=True, raises=RecursionError, reason="executor bug: a yielded structure "
+                   "nested deeper than the recursion limit is walked recursively (Run._join)")
+def test_a_structure_nested_deeper_than_the_recursion_limit(recorder: Any) -> None:
+    Op = recorder.op("Op")
+    nested: Any = Op(1)
+    for _ in range(sys.getrecursionlimit() + 100):
+        nested = [nested]
+    result = recorder.execute(nested)
+    for _ in range(sys.getrecursionlimit() + 100):
+        (result,) = result
+    assert result == 1
 
 
 @pytest.mark.slow
