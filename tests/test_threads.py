@@ -353,27 +353,30 @@ def test_max_workers_is_validated() -> None:
             batch.execute(Sleepy(1), max_workers=bad)  # type: ignore[arg-type]
 
 
-def _batch_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if re.fullmatch(r"batch_\d+", t.name)]
+def _batch_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if re.fullmatch(r"batch_\d+", t.name)}
+
+
+def _assert_no_new_pool_threads(before: set[threading.Thread]) -> None:
+    """Pool threads started since ``before`` are gone (they exit once idle)."""
+    deadline = time.monotonic() + 2
+    while _batch_threads() - before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert _batch_threads() - before == set()
 
 
 def test_the_pool_is_shut_down_after_each_execution() -> None:
-    deadline = time.monotonic() + 2
-    while _batch_threads() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert _batch_threads() == []
+    before = _batch_threads()
     SleepA.delay = SleepB.delay = 0.0
     try:
         for _ in range(5):
             batch.execute(gen_pair(1), max_workers=2)
+        assert threading.get_ident() not in REC.threads["SleepA"]  # the pool did run
         with pytest.raises(ConnectionError):
             batch.execute([Failing(1), Sleepy(2)], max_workers=2)
     finally:
         SleepA.delay = SleepB.delay = 0.2
-    deadline = time.monotonic() + 2
-    while _batch_threads() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert _batch_threads() == []
+    _assert_no_new_pool_threads(before)
 
 
 def test_execute_many_and_executor_static_methods_take_max_workers() -> None:
@@ -410,7 +413,7 @@ def test_execute_iter_stopped_early_closes_generators_and_pool() -> None:
 
     def gen_item(n: int) -> Generator[Any, Any, Any]:
         try:
-            a = yield Sleepy(n)
+            a, _ = yield Sleepy(n), Query(n)  # two calls: the pool runs them
             for _ in range(n):
                 yield Query(n)
             events.append(f"finished {n}")
@@ -418,12 +421,12 @@ def test_execute_iter_stopped_early_closes_generators_and_pool() -> None:
         finally:
             events.append(f"closed {n}")
 
+    before = _batch_threads()
     it = batch.execute_iter((gen_item(n) for n in range(10)), window=3, max_workers=2)
     assert next(it) == ("Sleepy", 0)
     it.close()  # type: ignore[attr-defined]
     assert events == ["finished 0", "closed 0", "closed 1", "closed 2"]
-    assert REC.calls == [("Sleepy", [0, 1, 2]), ("Query", [1, 2])]
-    deadline = time.monotonic() + 2
-    while _batch_threads() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert _batch_threads() == []
+    assert sorted(REC.calls[:2]) == [("Query", [0, 1, 2]), ("Sleepy", [0, 1, 2])]
+    assert REC.calls[2:] == [("Query", [1, 2])]
+    assert threading.get_ident() not in REC.threads["Sleepy"]
+    _assert_no_new_pool_threads(before)
