@@ -207,18 +207,26 @@ class Cached(batch.BatchableOperation[int]):
         return [op.n for op in operations]
 
 
-def test_cache_hits_are_counted_per_round() -> None:
-    def gen() -> Generator[Any, Any, int]:
-        a = yield Cached(1)
-        b, c = yield Cached(1), Cached(2)  # Cached(1) is a hit
-        d, e = yield Cached(1), Cached(2)  # two hits: no round at all
-        return int(a + b + c + d + e)
+def gen_cached() -> Generator[Any, Any, int]:
+    a = yield Cached(1)
+    b, c = yield Cached(1), Cached(2)  # Cached(1) is a hit
+    d, e = yield Cached(1), Cached(2)  # two hits: no round at all
+    return int(a + b + c + d + e)
 
+
+def test_cache_hits_are_counted_per_round() -> None:
     t = batch.Trace()
-    assert batch.execute(gen(), trace=t) == 7
+    assert batch.execute(gen_cached(), trace=t) == 7
     assert shape(t) == [[("Cached", 1)], [("Cached", 1)]]
     assert [r.cache_hits for r in t.rounds] == [0, 1]
-    assert t.cache_hits == 1  # the last two hits needed no round to be counted in
+
+
+@pytest.mark.xfail(strict=True, reason="executor bug: cache hits after the last round are "
+                                       "never added to the trace")
+def test_cache_hits_after_the_last_round_are_counted() -> None:
+    t = batch.Trace()
+    assert batch.execute(gen_cached(), trace=t) == 7
+    assert t.cache_hits == 3
 
 
 @dataclass(frozen=True)
