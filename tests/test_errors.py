@@ -6,6 +6,7 @@ the user's object is named, the contract is stated, the fix is shown.
 
 from __future__ import annotations
 
+import collections
 import gc
 import inspect
 import re
@@ -493,6 +494,27 @@ def test_execute_of_a_started_generator(recorder: Any) -> None:
     finished.close()
     with pytest.raises(batch.GeneratorReusedError, match=r"was already started; pass execute"):
         batch.execute(finished)
+
+
+@pytest.mark.xfail(strict=True, reason="executor bug: execute() accepts list/tuple/dict "
+                   "subclasses (isinstance) but the executor walks only exact list/tuple/dict, "
+                   "so it then fails them with YieldTypeError")
+def test_execute_of_a_dict_subclass(recorder: Any) -> None:
+    Op = recorder.op("Op")
+    assert batch.execute(collections.OrderedDict(b=Op(2), a=Op(1))) == {"b": 2, "a": 1}
+
+
+def test_an_exception_raised_by_execute_keeps_the_generator_frame(recorder: Any) -> None:
+    Op = recorder.op("Op")
+
+    def gen_fails() -> Gen:
+        yield Op(1)
+        raise ValueError("raised in the generator")  # the original raise
+
+    with pytest.raises(ValueError, match=r"^raised in the generator\n") as info:
+        batch.execute(gen_fails())
+    last = traceback.extract_tb(info.value.__traceback__)[-1]
+    assert (last.name, last.lineno) == ("gen_fails", line_of(gen_fails, "the original raise"))
 
 
 # -- invalid max_batch_size / max_batch_cost --------------------------------------
