@@ -141,7 +141,7 @@ class Trace:
         sent = sum(b.size for b in batches)
         asked = sum(b.requested for b in batches)
         head = (f"{len(self.rounds)} round{'s' * (len(self.rounds) != 1)}, "
-                f"{len(batches)} batch{'es' * (len(batches) != 1)}, {sent} operations sent")
+                f"{len(batches)} batch{'es' * (len(batches) != 1)}, {sent} operation{'s' * (sent != 1)} sent")
         if asked != sent:
             head += f" ({asked} asked)"
         head += f", {self.cache_hits} cache hit{'s' * (self.cache_hits != 1)}"
