@@ -720,9 +720,17 @@ def _time_roots(op: type[batch.BatchableOperation[Any]], n: int) -> float:
 
 def test_cost_is_linear_in_the_number_of_roots(recorder: Any) -> None:
     Op = recorder.op("Op")
-    small = _time_roots(Op, 20_000)
-    large = _time_roots(Op, 40_000)
-    assert large / small < 3, f"20k roots: {small:.3f}s, 40k roots: {large:.3f}s"
+    # Double the roots, about double the time (a quadratic executor gives 4x).
+    # The machine is shared, so a noisy pair of timings is measured again.
+    measured = []
+    for _ in range(3):
+        small = _time_roots(Op, 20_000)
+        large = _time_roots(Op, 40_000)
+        measured.append(f"20k roots: {small:.3f}s, 40k roots: {large:.3f}s")
+        if large / small < 3:
+            break
+    else:
+        raise AssertionError("not linear: " + "; ".join(measured))
 
 
 def _time_parked(op: type[batch.BatchableOperation[Any]], parked: int, rounds: int) -> float:
@@ -755,6 +763,12 @@ def test_a_round_costs_its_own_work_not_the_number_of_waiting_generators() -> No
     # 20,000 generators wait through 100 or 2,000 rounds.  Starting and waking
     # them is the bulk of the work; if every round visited every waiting
     # generator, 20 times as many rounds would take about 20 times as long.
-    short = _time_parked(Same, 20_000, 100)
-    long = _time_parked(Same, 20_000, 2_000)
-    assert long / short < 3, f"100 rounds: {short:.3f}s, 2,000 rounds: {long:.3f}s"
+    measured = []
+    for _ in range(3):
+        short = _time_parked(Same, 20_000, 100)
+        long = _time_parked(Same, 20_000, 2_000)
+        measured.append(f"100 rounds: {short:.3f}s, 2,000 rounds: {long:.3f}s")
+        if long / short < 3:
+            break
+    else:
+        raise AssertionError("rounds cost the waiting generators: " + "; ".join(measured))
