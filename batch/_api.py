@@ -49,6 +49,13 @@ class _SyncDriver:
 
         Returns False when nothing is left to do.
         """
+        if not self.settle():
+            return False
+        self.dispatch()
+        return True
+
+    def settle(self) -> bool:
+        """Run the step phase; False when nothing is left to dispatch."""
         run = self.run
         run.drain()
         while run.idle:
@@ -56,17 +63,22 @@ class _SyncDriver:
                 return False
             run.break_cycle()
             run.drain()
+        return True
+
+    def dispatch(self) -> None:
+        """Take the round queued by the step phase and send its batches."""
+        run = self.run
         run.check_deadline()
         dispatches = run.take_round()
         calls = run.calls_of(dispatches)
-        if self.max_workers is None or len(calls) < 2:
+        # One call runs inline, unless a timeout needs it watched from here.
+        if self.max_workers is None or (len(calls) < 2 and run.deadline is None):
             for call in calls:
                 result, exc = run.invoke(call)
                 run.complete(call, result, exc)
         else:
             self._threaded(calls)
         run.end_round()
-        return True
 
     def _threaded(self, calls: list[Call]) -> None:
         run = self.run
@@ -202,9 +214,14 @@ def _iterate(run: Run, driver: _SyncDriver, it: Iterator[Any], window: int,
                 finished = True
                 run.finish()
                 return
-            while not inflight[0].done:
-                if not driver.step():
-                    break  # pragma: no cover  (a root always finishes or fails)
+            # Step first: roots finished by the last round are then seen done,
+            # and the roots read in their place join the very next round.
+            busy = driver.settle()
+            if not inflight[0].done:
+                if not busy:  # pragma: no cover  (a root always finishes or fails)
+                    raise RuntimeError("batch internal error: a root waits on nothing")
+                driver.dispatch()
+                continue
             while inflight and inflight[0].done:
                 root = inflight.popleft()
                 if root.failed and not return_exceptions:
@@ -259,14 +276,15 @@ async def _drive_async(run: Run, max_concurrency: int | None) -> None:
                     return
                 run.break_cycle()
                 run.drain()
+            run.check_deadline()
             dispatches = run.take_round()
             calls = run.calls_of(dispatches)
-            if len(calls) == 1:
-                outcomes = [await one(calls[0])]
-            else:
-                pending[:] = [asyncio.ensure_future(one(c)) for c in calls]
-                outcomes = list(await asyncio.gather(*pending))
-                pending.clear()
+            # Each call is a task of its own, so it runs in its own copy of
+            # the context (as run_batch does in the sync executor), and the
+            # loop gets a turn every round even when all calls are sync.
+            pending[:] = [asyncio.ensure_future(one(c)) for c in calls]
+            outcomes = list(await asyncio.gather(*pending))
+            pending.clear()
             for call, (result, exc) in zip(calls, outcomes):
                 if exc is None and isinstance(result, Awaitable) and not inspect.isgenerator(result):
                     result = await result  # pragma: no cover  (awaitable returning awaitable)

@@ -43,6 +43,7 @@ import logging
 import time
 import types
 from collections.abc import Awaitable, Hashable
+from operator import itemgetter
 from typing import Any
 
 from . import _hooks
@@ -71,7 +72,7 @@ _SCALAR: Any = object()  # join.keys for ``settled(single_item)``
 # not a class instance, because one is made for every generator that runs
 # beside its siblings, and a list display costs a fraction of an __init__:
 #
-#     [gen, ctx, stack, sink, index, value, failed]
+#     [gen, ctx, stack, sink, index, value, failed, since]
 #
 # gen    the active (top) generator; None once the task finished
 # ctx    gen's contextvars.Context
@@ -81,12 +82,16 @@ _SCALAR: Any = object()  # join.keys for ``settled(single_item)``
 # index  the slot of the sink that the result fills
 # value  what to send (or, if failed, throw) into gen when it next runs
 # failed whether value is an exception to throw
+# since  when the task began to wait (a counter): after a round, woken tasks
+#        resume in that order, i.e. in the order they ran in the round before
 #
 # The ready stack holds tasks themselves; a wake-up writes value/failed into
 # the task rather than allocating a (task, value, failed) tuple.  Hot loops
 # index tasks with literal ints; the names below are for the rest.
 Task = list
-GEN, CTX, STACK, SINK, INDEX, VALUE, FAILED = 0, 1, 2, 3, 4, 5, 6
+GEN, CTX, STACK, SINK, INDEX, VALUE, FAILED, SINCE = 0, 1, 2, 3, 4, 5, 6, 7
+_since = itemgetter(7)
+_gen_of = itemgetter(0)
 
 
 class Join:
@@ -204,6 +209,11 @@ def _name_of(gen: Any) -> str:
     return describe_generator(gen)
 
 
+def _yieldable(value: Any) -> bool:
+    return isinstance(value, (BatchableOperation, _GeneratorType, list, tuple, dict, Settled,
+                              SharedGenerator))
+
+
 def _yield_error(gen: Any, value: Any, where: str = "") -> YieldTypeError:
     kind = type(value).__qualname__
     hint = ""
@@ -216,6 +226,45 @@ def _yield_error(gen: Any, value: Any, where: str = "") -> YieldTypeError:
         f"BatchableOperation, a generator, a list/tuple/dict of those, settled(...), a "
         f"SharedGenerator, or GenResult(value)"
     )
+
+
+def _open_join(struct: Any, sink: Any, index: int, settled: Any) -> tuple[Any, Any, Any]:
+    """A new Join for ``struct``, with its items and keys; (None, empty result, None) if empty."""
+    if isinstance(struct, dict):
+        keys: Any = list(struct)
+        items = list(struct.values())
+        if not items:
+            return None, {}, None
+    else:
+        keys = _SCALAR if settled is _SCALAR else None
+        items = struct
+        if not items:
+            return None, [], None
+    join = Join()
+    join.values = [None] * len(items)
+    join.remaining = len(items)
+    join.sink = sink
+    join.index = index
+    join.keys = keys
+    join.first_error = -1
+    join.settled = settled is not False
+    return join, items, keys
+
+
+def _set_slot(join: Join, i: int, value: Any, failed: bool) -> None:
+    """Fill a slot of a join that is still being built (it cannot complete here)."""
+    join.values[i] = value
+    if failed and (join.first_error < 0 or i < join.first_error):
+        join.first_error = i
+    join.remaining -= 1
+
+
+def _settled_target(item: Settled) -> tuple[Any, Any]:
+    """What ``settled(x)`` waits on, and in which mode: a structure, or one item."""
+    inner = item.value
+    if isinstance(inner, (list, tuple, dict)):
+        return inner, True
+    return [inner], _SCALAR
 
 
 class Run:
@@ -236,8 +285,8 @@ class Run:
             if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0:
                 raise ValueError(f"timeout= must be a number of seconds >= 0, got {timeout!r}")
         self.cache = cache if cache is not None else OperationCache()
-        if trace is None and _hooks._trace_factory is not None:
-            trace = _hooks.implicit_trace()
+        if _hooks._trace_factory is not None:
+            trace = _hooks.implicit_trace(trace)
         self.trace = trace
         self.deadline = None if timeout is None else time.monotonic() + timeout
         self.timeout = timeout
@@ -249,8 +298,11 @@ class Run:
         self._groups: dict[Hashable, Group] = {}
         self._infos: dict[type, OpInfo] = {}
         self._running: list[Any] | None = None  # the task being stepped, if it raised
+        self._clock = 0  # counts parkings, for the resume order (see ``since``)
+        # Root generators not started yet, to refuse the same one twice.
+        self._root_gens: dict[int, Any] = {}
         self._dispatching: dict[Dispatch, None] = {}  # taken, not yet delivered
-        self._shared: list[SharedGenerator[Any]] = []
+        self._shared: dict[SharedGenerator[Any], None] = {}  # running in this execution
         self._round: RoundRecord | None = None
         self.closed = False
 
@@ -260,11 +312,12 @@ class Run:
         """Queue ``x`` (generator, operation or structure) as a root."""
         root = Root(raise_at_once)
         if type(x) is _GeneratorType:
-            if x.gi_suspended or x.gi_frame is None or x.gi_running:
+            if x.gi_suspended or x.gi_frame is None or x.gi_running or id(x) in self._root_gens:
                 raise GeneratorReusedError(
                     f"{describe_generator(x)} was already started; pass execute() a "
                     f"fresh generator (call the generator function again)"
                 )
+            self._root_gens[id(x)] = x
             gen = x
         elif isinstance(x, (BatchableOperation, list, tuple, dict, Settled, SharedGenerator)):
             gen = _root_gen(x)
@@ -275,7 +328,7 @@ class Run:
                 + (" (did you pass the generator function instead of calling it?)"
                    if callable(x) else "")
             )
-        self._woken.append([gen, contextvars.copy_context(), None, root, 0, None, False])
+        self._woken.append([gen, contextvars.copy_context(), None, root, 0, None, False, 0])
         return root
 
     # -- phase 1: step -------------------------------------------------------
@@ -291,6 +344,7 @@ class Run:
         JoinType = Join
         gen_send = _GeneratorType.send
         gen_throw = _GeneratorType.throw
+        clock = self._clock
         # Layout of a task: [gen, ctx, stack, sink, index] (see ``Task``).
         while True:
             if woken:
@@ -299,6 +353,9 @@ class Run:
                 woken.clear()
                 continue
             if not ready:
+                self._clock = clock
+                if self._root_gens:
+                    self._root_gens.clear()  # they have all started now
                 return
             task = pop()
             gen = task[0]
@@ -351,17 +408,24 @@ class Run:
                     if group is not None:
                         group.ops.append(y)
                         group.targets.append(task)
+                        clock += 1
+                        task[7] = clock
                         break
                     info = infos.get(cls)
                     if info is not None and info.fast:
                         group = groups[cls] = Group(cls, info, cls)
                         group.ops.append(y)
                         group.targets.append(task)
+                        clock += 1
+                        task[7] = clock
                         break
                     if cls is not GenResult:
                         outcome = self._yield_other(task, y, cls, info)
                         if outcome is None:
-                            break  # parked until something it waits on resolves
+                            # Parked until what it waits on resolves.
+                            clock += 1
+                            task[7] = clock
+                            break
                         value, failed = outcome
                         continue
                     # Legacy ``yield GenResult(v)``: finish, running ``finally``.
@@ -456,13 +520,13 @@ class Run:
                 return None
         if info is not None:
             return self._enqueue(y, info, task)
-        if cls is list or cls is tuple or cls is dict:
+        if isinstance(y, (list, tuple, dict)):
             return self._join(y, task, 0, task[CTX], False, task[GEN])
-        if cls is Settled or isinstance(y, Settled):
-            inner = y.value
-            if type(inner) in (list, tuple, dict):
-                return self._join(inner, task, 0, task[CTX], True, task[GEN])
-            return self._join([inner], task, 0, task[CTX], _SCALAR, task[GEN])
+        if isinstance(y, Settled):
+            target, mode = _settled_target(y)
+            if mode is _SCALAR and not _yieldable(target[0]):
+                return _yield_error(task[GEN], target[0], "settled() of "), True
+            return self._join(target, task, 0, task[CTX], mode, task[GEN])
         if isinstance(y, SharedGenerator):
             return self._wait_shared(y, task, 0, task[CTX])
         return _yield_error(task[GEN], y), True
@@ -523,53 +587,66 @@ class Run:
 
     def _join(self, struct: Any, sink: Any, index: int, ctx: contextvars.Context,
               settled: Any, gen: Any) -> tuple[Any, bool] | None:
-        """Start waiting on every item of a yielded list/tuple/dict."""
-        if struct.__class__ is dict:
-            keys: Any = list(struct)
-            items = list(struct.values())
-        else:
-            keys = None if settled is not _SCALAR else _SCALAR
-            items = struct
-        n = len(items)
-        if n == 0:
-            return ({} if keys is not None else []), False
-        join = Join()
-        join.values = [None] * n
-        join.remaining = n
-        join.sink = sink
-        join.index = index
-        join.keys = keys
-        join.first_error = -1
-        join.settled = settled is not False
+        """Start waiting on every item of a yielded list/tuple/dict.
+
+        Returns the structure's value if it is resolved at once (empty, or
+        only cache hits), else None.  Nested structures are walked depth first
+        with an explicit stack, so operations are queued in the order they
+        appear and no nesting depth can exhaust the Python stack.
+        """
+        join, items, keys = _open_join(struct, sink, index, settled)
+        if join is None:
+            return items, False  # empty: ``items`` is the empty result
         groups = self._groups
         infos = self._infos
+        n = len(items)
         first = items[0].__class__
         info = infos.get(first)
-        if info is not None and info.fast and n > 1:
-            if len(set(map(type, items))) == 1:
-                # Homogeneous list of one class: one run, copied at C speed.
-                group = groups.get(first)
-                if group is None:
-                    group = groups[first] = Group(first, info, first)
-                group.ops.extend(items)
-                group.targets.append((join, 0, n))
-                return None
+        if info is not None and info.fast and n > 1 and len(set(map(type, items))) == 1:
+            # Homogeneous list of one class: one run, copied at C speed.
+            group = groups.get(first)
+            if group is None:
+                group = groups[first] = Group(first, info, first)
+            group.ops.extend(items)
+            group.targets.append((join, 0, n))
+            return None
+        children: list[list[Any]] = []
+        outer: list[tuple[Join, Any, Any, int]] = []  # enclosing levels to go back to
         run_group: Group | None = None
         run_start = 0
-        children: list[list[Any]] = []
-        for i, item in enumerate(items):
+        i = 0
+        while True:
+            if i == n:
+                if run_group is not None:
+                    run_group.targets.append((join, run_start, n - run_start))
+                    run_group = None
+                done = join.remaining == 0
+                if not outer:
+                    if children:
+                        if len(children) > 1 and len(set(map(id, map(_gen_of, children)))) < len(
+                                children):
+                            children = self._drop_repeats(children, gen)
+                        self._woken.extend(children)
+                        done = join.remaining == 0
+                    return join.result() if done else None
+                value, failed = join.result() if done else (None, False)
+                parent, items, keys, i = outer.pop()
+                n = len(items)
+                if done:
+                    _set_slot(parent, i - 1, value, failed)
+                join = parent
+                continue
+            item = items[i]
             c = item.__class__
             if c is _GeneratorType:
                 if run_group is not None:
                     run_group.targets.append((join, run_start, i - run_start))
                     run_group = None
                 if not (item.gi_suspended or item.gi_frame is None):
-                    children.append([item, ctx.copy(), None, join, i, None, False])
-                    continue
-                join.values[i] = self._reused_in_join(gen, item)
-                if join.first_error < 0 or i < join.first_error:
-                    join.first_error = i
-                join.remaining -= 1
+                    children.append([item, ctx.copy(), None, join, i, None, False, 0])
+                else:
+                    _set_slot(join, i, self._reused_in_join(gen, item), True)
+                i += 1
                 continue
             group = groups.get(c)
             if group is None:
@@ -585,39 +662,49 @@ class Run:
                     run_group = group
                     run_start = i
                 group.ops.append(item)
+                i += 1
                 continue
             if run_group is not None:
                 run_group.targets.append((join, run_start, i - run_start))
                 run_group = None
+            nested: Any = None
+            nested_settled: Any = join.settled
+            outcome: tuple[Any, bool] | None = None
             if info is not None:
                 outcome = self._enqueue(item, info, (join, i, 1))
-            elif c is list or c is tuple or c is dict:
-                outcome = self._join(item, join, i, ctx, settled and True, gen)
+            elif isinstance(item, (list, tuple, dict)):
+                nested = item
             elif isinstance(item, Settled):
-                inner = item.value
-                if type(inner) in (list, tuple, dict):
-                    outcome = self._join(inner, join, i, ctx, True, gen)
-                else:
-                    outcome = self._join([inner], join, i, ctx, _SCALAR, gen)
+                nested, nested_settled = _settled_target(item)
             elif isinstance(item, SharedGenerator):
                 outcome = self._wait_shared(item, join, i, ctx)
             else:
                 place = f"key {keys[i]!r}" if keys not in (None, _SCALAR) else f"index {i}"
                 where = f"a {type(struct).__qualname__} containing, at {place}, "
                 outcome = _yield_error(gen, item, where), True
+            if nested is not None:
+                inner, inner_items, inner_keys = _open_join(nested, join, i, nested_settled)
+                if inner is None:
+                    outcome = inner_items, False
+                else:
+                    outer.append((join, items, keys, i + 1))
+                    join, items, keys, i, n = inner, inner_items, inner_keys, 0, len(inner_items)
+                    continue
             if outcome is not None:
-                value, failed = outcome
-                join.values[i] = value
-                if failed and (join.first_error < 0 or i < join.first_error):
-                    join.first_error = i
-                join.remaining -= 1
-        if run_group is not None:
-            run_group.targets.append((join, run_start, n - run_start))
-        if children:
-            self._woken.extend(children)
-        if join.remaining == 0:
-            return join.result()
-        return None
+                _set_slot(join, i, outcome[0], outcome[1])
+            i += 1
+
+    def _drop_repeats(self, children: list[list[Any]], gen: Any) -> list[list[Any]]:
+        """The same fresh generator twice in one structure: only the first runs it."""
+        seen: set[int] = set()
+        kept = []
+        for child in children:
+            if id(child[GEN]) in seen:
+                _set_slot(child[SINK], child[INDEX], self._reused_in_join(gen, child[GEN]), True)
+            else:
+                seen.add(id(child[GEN]))
+                kept.append(child)
+        return kept
 
     def _reused_in_join(self, gen: Any, item: Any) -> BaseException:
         return GeneratorReusedError(
@@ -640,8 +727,8 @@ class Run:
         shared._waiters.append((sink, index))
         if state == NEW:
             gen = shared._start(self)
-            self._woken.append([gen, ctx.copy(), None, shared, 0, None, False])
-            self._shared.append(shared)
+            self._woken.append([gen, ctx.copy(), None, shared, 0, None, False, 0])
+            self._shared[shared] = None
         return None
 
     # -- phase 2: dispatch -----------------------------------------------------
@@ -660,6 +747,8 @@ class Run:
         return [self._prepare(g) for g in groups.values()]
 
     def end_round(self) -> None:
+        """After delivery: resume the woken tasks in the order they began to wait."""
+        self._woken.sort(key=_since)
         rec = self._round
         if rec is not None and self.trace is not None:
             rec.seconds = self.trace._now() - rec.start
@@ -699,13 +788,16 @@ class Run:
                 markers.append(marker)
             d.markers = markers
         d.results = [None] * len(uniq)
-        bounds = _chunks(info, uniq)
-        d.pending = len(bounds)
-        if len(bounds) == 1:
+        bounds, failures = _chunks(info, uniq)
+        d.pending = len(bounds) + len(failures)
+        if len(bounds) == 1 and not failures:
             calls = [Call(d, 0, len(uniq), uniq)]
         else:
             calls = [Call(d, a, b, uniq[a:b]) for a, b in bounds]
         d.calls = calls
+        for k, cost_error in failures:
+            # batch_cost() raised: that operation fails alone, at its yield.
+            self._accept(Call(d, k, k + 1, uniq[k:k + 1]), None, cost_error)
         return d
 
     def calls_of(self, dispatches: list[Dispatch]) -> list[Call]:
@@ -722,16 +814,18 @@ class Run:
             call.record = BatchRecord(
                 operation=owner, name=group.info.name if owner is group.info.cls
                 else type(owner).__qualname__, key=_display_key(group),
-                size=len(call.ops), requested=len(call.ops), start=trace._now(),
+                size=len(call.ops), requested=_requested(call), start=trace._now(),
                 thread=threading.get_ident())
         call.t0 = time.perf_counter()
         try:
             fn = getattr(owner, "gen_batch" if isinstance(owner, Batcher) else "run_batch")
+            # In a copy of the caller's context, like a task: a ContextVar that
+            # run_batch sets does not leak into the caller or later batches.
             hook = self.hook
             if hook is None:
-                result = fn(call.ops)
+                result = contextvars.copy_context().run(fn, call.ops)
             else:
-                result = hook(group.info.cls, call.ops, fn)
+                result = contextvars.copy_context().run(hook, group.info.cls, call.ops, fn)
         except BaseException as exc:
             call.t1 = time.perf_counter()
             return None, exc
@@ -752,7 +846,10 @@ class Run:
             if result.__class__ is _GeneratorType:
                 if rec is not None:
                     rec.layered = True
-                self._woken.append([result, contextvars.copy_context(), None, call, 0, None, False])
+                # A batch generator runs just before the first generator that
+                # waits on its batch (so, in program order too).
+                self._woken.append([result, contextvars.copy_context(), None, call, 0, None, False,
+                                    self._earliest_waiter(call.dispatch.group) - 0.5])
                 return
             if isinstance(owner, Batcher):
                 exc = BatchResultError(
@@ -796,8 +893,6 @@ class Run:
             d.results[call.start:call.stop] = [exc] * n
             if rec is not None:
                 rec.error = exc
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug("batch %s failed: %s: %s", _owner_name(d.group), type(exc).__name__, exc)
         else:
             if call.start == 0 and n == len(d.results):
                 d.results = result
@@ -806,11 +901,28 @@ class Run:
             if rec is not None:
                 rec.failed = sum(1 for r in result if isinstance(r, Exception))
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("batch %s key=%r size=%d seconds=%.6f", _owner_name(d.group),
-                      _display_key(d.group), n, call.t1 - call.t0)
+            if exc is None:
+                log.debug("batch %s key=%r size=%d seconds=%.6f", _owner_name(d.group),
+                          _display_key(d.group), n, call.t1 - call.t0)
+            else:
+                log.debug("batch %s key=%r size=%d seconds=%.6f error=%s: %s",
+                          _owner_name(d.group), _display_key(d.group), n, call.t1 - call.t0,
+                          type(exc).__name__, exc)
         d.pending -= 1
         if d.pending == 0:
             self._deliver(d)
+
+    def _earliest_waiter(self, group: Group) -> float:
+        """The smallest ``since`` of the tasks waiting on a group's operations."""
+        best = float(self._clock + 1)
+        for target in group.targets:
+            while target.__class__ is not Task:
+                target = target[0] if target.__class__ is tuple else target.sink
+                if target.__class__ is not Join and target.__class__ is not Task:
+                    break  # a root structure or a batch generator: no ``since``
+            if target.__class__ is Task and target[SINCE] < best:
+                best = target[SINCE]
+        return best
 
     def _fail_all(self, d: Dispatch, exc: BaseException) -> None:
         self._dispatching.pop(d, None)
@@ -819,7 +931,9 @@ class Run:
 
     def _deliver(self, d: Dispatch) -> None:
         del self._dispatching[d]
+        d.calls = []  # break the Dispatch <-> Call cycle: results go with refcounting
         results = d.results
+        d.results = []
         markers = d.markers
         if markers is not None:
             self._store_cached(d, results, markers)
@@ -1004,6 +1118,7 @@ class Run:
             if shared._state == RUNNING and shared._owner is self:
                 shared._abandon(exc if exc is not None else BatchError("execution closed"))
         self._shared.clear()
+        self._flush_cache_hits()
         if exc is not None:
             if self.trace is not None:
                 self.trace.error = exc
@@ -1079,6 +1194,13 @@ class Run:
         """A successful end: release the shared bookkeeping."""
         self.closed = True
         self._shared.clear()
+        self._flush_cache_hits()
+
+    def _flush_cache_hits(self) -> None:
+        """Count cache hits of the step phase that no round followed."""
+        if self.trace is not None and self.cache_hits:
+            self.trace.cache_hits += self.cache_hits  # no round of its own
+            self.cache_hits = 0
 
 
 def _find_cycle(nodes: list[SharedGenerator[Any]],
@@ -1116,27 +1238,52 @@ def _shared_name(shared: SharedGenerator[Any]) -> str:
     return _name_of(shared._gen) if shared._gen is not None else repr(shared)
 
 
-def _chunks(info: OpInfo, ops: list[Any]) -> list[tuple[int, int]]:
+def _requested(call: Call) -> int:
+    """Operations yielded for this call, counting those deduplicated into it."""
+    positions = call.dispatch.positions
+    if positions is None:
+        return len(call.ops)
+    start, stop = call.start, call.stop
+    return sum(1 for p in positions if start <= p < stop)
+
+
+def _chunks(info: OpInfo, ops: list[Any]) -> tuple[list[tuple[int, int]],
+                                                    list[tuple[int, BaseException]]]:
+    """Chunk bounds for one group's unique operations, in order.
+
+    Also returns the operations whose ``batch_cost()`` raised (index, error):
+    they are left out of every chunk and fail alone.
+    """
     n = len(ops)
     size = info.max_size
     max_cost = info.max_cost
     if max_cost is None:
         if size is None or n <= size:
-            return [(0, n)]
-        return [(a, min(a + size, n)) for a in range(0, n, size)]
-    bounds = []
+            return [(0, n)], []
+        return [(a, min(a + size, n)) for a in range(0, n, size)], []
+    bounds: list[tuple[int, int]] = []
+    failures: list[tuple[int, BaseException]] = []
     start = 0
     total = 0.0
     for i, op in enumerate(ops):
-        cost = op.batch_cost()
+        try:
+            cost = op.batch_cost()
+        except Exception as exc:
+            if i > start:
+                bounds.append((start, i))
+            failures.append((i, exc))
+            start = i + 1
+            total = 0.0
+            continue
         count = i - start
         if count and (total + cost > max_cost or (size is not None and count >= size)):
             bounds.append((start, i))
             start = i
             total = 0.0
         total += cost
-    bounds.append((start, n))
-    return bounds
+    if start < n:
+        bounds.append((start, n))
+    return bounds, failures
 
 
 def _unhashable(info: OpInfo, exc: BaseException) -> BatchError:

@@ -111,6 +111,7 @@ class SharedGenerator(Generic[R]):
         self._gen = None
         self._owner = None
         waiters, self._waiters = self._waiters, []
+        run._shared.pop(self, None)
         for sink, i in waiters:
             run._fill(sink, i, value, failed)
 

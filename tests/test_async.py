@@ -557,8 +557,6 @@ def test_two_executions_awaited_concurrently_in_one_loop_are_independent() -> No
         assert shapes == [[("Cross", 1)], [("SleepC", 1)]]
 
 
-@pytest.mark.xfail(strict=True, reason="executor bug: execute_async never yields to the event loop "
-                   "when every run_batch is sync, so other tasks starve for the whole execution")
 def test_other_tasks_run_between_rounds() -> None:
     ticks = 0
 

@@ -113,8 +113,6 @@ def test_the_minimal_rounds_guarantee_holds_with_cache_hits(recorder: Any) -> No
     assert recorder.rounds == 2
 
 
-@pytest.mark.xfail(strict=True, reason="executor bug: cache hits after the last dispatch (or in "
-                                       "an execution with no round) are missing from the Trace")
 def test_trace_counts_cache_hits_after_the_last_round(recorder: Any) -> None:
     Get = recorder.op("Get", **CACHED)
 

@@ -329,8 +329,6 @@ def test_values_survive_rounds_in_every_mode() -> None:
     assert asyncio.run(batch.execute_many_async([gen("g1"), gen("g2")])) == expected
 
 
-@pytest.mark.xfail(strict=True, reason="executor bug: a ContextVar set in a serial run_batch "
-                   "leaks into the caller of execute (the thread pool isolates it)")
 def test_a_value_set_by_run_batch_does_not_leak_into_the_caller() -> None:
     class Setter(batch.BatchableOperation[Any]):
         @classmethod
@@ -352,8 +350,6 @@ def test_a_value_set_by_run_batch_does_not_leak_into_the_caller() -> None:
         VAR.reset(token)
 
 
-@pytest.mark.xfail(strict=True, reason="executor bug: a ContextVar set in run_batch leaks into the "
-                   "task awaiting execute_async when the round has one call (not with two)")
 def test_a_value_set_by_an_async_run_batch_does_not_leak_into_the_awaiting_task() -> None:
     class ASetter(batch.BatchableOperation[Any]):
         @classmethod

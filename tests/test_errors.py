@@ -422,8 +422,6 @@ def test_a_started_generator_in_a_structure(recorder: Any) -> None:
         recorder.execute(gen_parent())
 
 
-@pytest.mark.xfail(strict=True, reason="executor bug: a not-yet-started generator object that "
-                   "appears twice in one yielded structure is run by two tasks at once")
 def test_the_same_fresh_generator_twice_in_one_structure(recorder: Any) -> None:
     Op = recorder.op("Op")
     seen: list[Any] = []
@@ -496,9 +494,6 @@ def test_execute_of_a_started_generator(recorder: Any) -> None:
         batch.execute(finished)
 
 
-@pytest.mark.xfail(strict=True, reason="executor bug: execute() accepts list/tuple/dict "
-                   "subclasses (isinstance) but the executor walks only exact list/tuple/dict, "
-                   "so it then fails them with YieldTypeError")
 def test_execute_of_a_dict_subclass(recorder: Any) -> None:
     Op = recorder.op("Op")
     assert batch.execute(collections.OrderedDict(b=Op(2), a=Op(1))) == {"b": 2, "a": 1}

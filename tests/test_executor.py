@@ -163,9 +163,6 @@ def test_siblings_are_stepped_depth_first_in_program_order(recorder: Any) -> Non
     assert recorder.calls == [("A", ["r1.1", "r1.2", "r2", "r3.1", "r3.2"])]
 
 
-@pytest.mark.xfail(strict=True, reason="executor bug: after a round, waiters are resumed in "
-                   "group delivery order, not program order (README: 'generators are resumed in "
-                   "program order, earlier roots and siblings first')")
 def test_waiters_are_resumed_in_program_order_after_a_round(recorder: Any) -> None:
     A = recorder.op("A")
     B = recorder.op("B")
@@ -563,8 +560,6 @@ def test_deep_chains_of_joins_and_shared_generators(recorder: Any) -> None:
     assert recorder.calls == [("Op", [0]), ("Op", [0])]
 
 
-@pytest.mark.xfail(strict=True, raises=RecursionError, reason="executor bug: a yielded structure "
-                   "nested deeper than the recursion limit is walked recursively (Run._join)")
 def test_a_structure_nested_deeper_than_the_recursion_limit(recorder: Any) -> None:
     Op = recorder.op("Op")
     nested: Any = Op(1)
@@ -643,8 +638,6 @@ def test_a_finished_root_is_released_while_other_roots_run(recorder: Any) -> Non
     assert observed == [True]
 
 
-@pytest.mark.xfail(strict=True, reason="executor bug: the Dispatch <-> Call reference cycle "
-                   "keeps a round's run_batch results alive until the cyclic gc runs")
 def test_delivered_results_are_released_at_once(recorder: Any) -> None:
     Load = recorder.op("Load", Blob)
     refs: dict[str, weakref.ref[Any]] = {}

@@ -79,8 +79,6 @@ def test_silent_unless_debug_is_enabled(caplog: pytest.LogCaptureFixture) -> Non
     assert caplog.records == []
 
 
-@pytest.mark.xfail(strict=True, reason="executor bug: a batch whose run_batch raised logs "
-                                       "two DEBUG lines instead of one")
 def test_a_failed_batch_is_one_line_too(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, logger="batch")
     assert batch.execute(batch.settled([Down(), GetUser(1)]))[1] == "user1"

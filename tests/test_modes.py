@@ -253,8 +253,6 @@ def test_a_known_program_in_every_mode(mode: str) -> None:
     assert [[error for *_, error in r] for r in got["shape"]][1] == ["ConnectionError", None]
 
 
-@pytest.mark.xfail(strict=True, reason="executor bug: BatchRecord.requested equals size; it should "
-                   "count the operations yielded before dedupe")
 def test_trace_counts_operations_requested_before_dedupe() -> None:
     got = run_mode("serial", [("gen", False, [("list", [("op", "C", 3), ("op", "C", 3), ("op", "C", 4)])])])
     assert got["calls"] == [[("C", None, [3, 4])]]

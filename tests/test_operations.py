@@ -160,8 +160,6 @@ def test_dedupe_of_one_operation_does_not_need_a_hash(recorder: Any) -> None:
     assert recorder.calls == [("Get", [1])]
 
 
-@pytest.mark.xfail(strict=True, reason="executor bug: BatchRecord.requested is the deduped size, "
-                                       "not the count yielded before dedupe")
 def test_trace_counts_operations_requested_before_dedupe(recorder: Any) -> None:
     Get = recorder.op("Get", dedupe=True, **EQ)
     recorder.execute([Get("a"), Get("b"), Get("a"), Get("a")])
@@ -312,8 +310,6 @@ def test_chunking_by_cost_counts_each_deduped_operation_once(recorder: Any) -> N
     assert recorder.calls == [("Get", ["a", "b"]), ("Get", ["c"])]
 
 
-@pytest.mark.xfail(strict=True, reason="executor bug: an exception from batch_cost() escapes "
-                                       "execute() instead of failing the operation at its yield")
 def test_batch_cost_raising_fails_the_operation_at_its_yield(recorder: Any) -> None:
     # Like an exception from batch_key() (DESIGN.md section 5).
     def batch_cost(self: Any) -> float:

@@ -115,8 +115,6 @@ def test_a_failure_goes_to_every_waiter_and_is_kept(recorder: Any) -> None:
     assert recorder.calls == [("Op", ["x"])]
 
 
-@pytest.mark.xfail(strict=True, reason="executor bug: Run._shared keeps every SharedGenerator "
-                   "started in an execution (and its result) alive until the execution ends")
 def test_a_finished_shared_generator_is_released_while_the_execution_goes_on(recorder: Any) -> None:
     Op = recorder.op("Op")
     refs: list[weakref.ref[Any]] = []

@@ -335,9 +335,6 @@ def test_assert_rounds_sees_executions_in_other_threads() -> None:
         th.join()
 
 
-@pytest.mark.xfail(strict=True, reason="executor bug: an execution given trace= never "
-                                       "calls _hooks.implicit_trace(given), so capture() "
-                                       "cannot see it")
 def test_assert_rounds_sees_executions_given_their_own_trace() -> None:
     mine = batch.Trace()
     batch.execute(GetUser(9), trace=mine)  # an earlier round in the same trace

@@ -237,8 +237,6 @@ def test_thread_pool_timeout_in_a_later_round() -> None:
     assert suspended_generators() == []
 
 
-@pytest.mark.xfail(strict=True, reason="executor bug: with max_workers, a round with a single "
-                   "run_batch call runs inline, so timeout= does not interrupt it")
 def test_thread_pool_timeout_with_a_single_call_in_the_round() -> None:
     class Stuck(Wait):
         delay = 0.6
@@ -300,9 +298,6 @@ def test_async_timeout_with_a_single_call(op: type[Any]) -> None:
     assert suspended_generators() == []
 
 
-@pytest.mark.xfail(strict=True, reason="executor bug: the async executor does not check the deadline "
-                   "between rounds; with only sync run_batch calls it never yields to the loop, "
-                   "so asyncio.timeout never fires")
 def test_async_timeout_between_rounds_of_sync_calls() -> None:
     t0 = time.perf_counter()
     with pytest.raises(TimeoutError, match=MESSAGE.format(r"0\.12", r"\d")):

@@ -221,8 +221,6 @@ def test_cache_hits_are_counted_per_round() -> None:
     assert [r.cache_hits for r in t.rounds] == [0, 1]
 
 
-@pytest.mark.xfail(strict=True, reason="executor bug: cache hits after the last round are "
-                                       "never added to the trace")
 def test_cache_hits_after_the_last_round_are_counted() -> None:
     t = batch.Trace()
     assert batch.execute(gen_cached(), trace=t) == 7
@@ -239,8 +237,6 @@ class Deduped(batch.BatchableOperation[int]):
         return [op.n for op in operations]
 
 
-@pytest.mark.xfail(strict=True, reason="executor bug: BatchRecord.requested is the deduped "
-                                       "size, not the number of operations yielded")
 def test_dedupe_shows_requested_versus_sent() -> None:
     t = batch.Trace()
     assert batch.execute([Deduped(1), Deduped(1), Deduped(2)], trace=t) == [1, 1, 2]
