@@ -198,26 +198,40 @@ def execute_iter(xs: Iterable[Any], *, window: int = 1024, return_exceptions: bo
 
 def _iterate(run: Run, driver: _SyncDriver, it: Iterator[Any], window: int,
              return_exceptions: bool) -> Iterator[Any]:
+    # ``inflight`` holds the roots not yet handed out, in input order.  At
+    # most ``window`` of them are unfinished; finished ones wait behind a slow
+    # head, but never more than ``window`` of them, so memory stays O(window).
     inflight: deque[Root] = deque()
-    exhausted = False
+    state = {"exhausted": False}
     finished = False
+
+    def refill() -> int:
+        unfinished = sum(1 for r in inflight if not r.done)
+        pulled = 0
+        while not state["exhausted"] and unfinished < window and len(inflight) < 2 * window:
+            try:
+                x = next(it)
+            except StopIteration:
+                state["exhausted"] = True
+                break
+            inflight.append(run.add_root(x, False))
+            unfinished += 1
+            pulled += 1
+        return pulled
+
     try:
         while True:
-            while not exhausted and len(inflight) < window:
-                try:
-                    x = next(it)
-                except StopIteration:
-                    exhausted = True
-                    break
-                inflight.append(run.add_root(x, False))
+            refill()
             if not inflight:
                 finished = True
                 run.finish()
                 return
-            # Step first: roots finished by the last round are then seen done,
-            # and the roots read in their place join the very next round.
+            # Step before dispatching: roots the last round finished are seen
+            # done, and the roots read in their place join the very next round.
             busy = driver.settle()
             if not inflight[0].done:
+                if refill():
+                    continue  # step the new roots before the round is taken
                 if not busy:  # pragma: no cover  (a root always finishes or fails)
                     raise RuntimeError("batch internal error: a root waits on nothing")
                 driver.dispatch()
