@@ -218,6 +218,7 @@ class Database:
         self._stats = threading.Lock()         # guards queries/log across worker threads
         self._local = threading.local()        # the factory's connection of this thread
         self._opened: weakref.WeakSet[_Conn] = weakref.WeakSet()
+        self._keys: dict[tuple[str, str, Hashable], _Key] = {}
         self._paramstyle = paramstyle
         self._max_params = max_params
         self.autocommit = autocommit
@@ -268,6 +269,25 @@ class Database:
         after the other).  A statement without a result set gives ``[]``.
         """
         return cast("BatchableOperation[list[Row]]", Query(self, sql, params))
+
+    def _key(self, kind: str, table: str, columns: tuple[str, ...]) -> _Key:
+        """The batch key of a select or insert; names are validated the first time they are seen.
+
+        An insert's key holds its set of columns, so rows given in another
+        column order still share an ``executemany``.
+        """
+        parts = (kind, table, columns[0] if kind == "select" else frozenset(columns))
+        try:
+            return self._keys[parts]
+        except (KeyError, TypeError):   # TypeError: an unhashable "name", refused just below
+            pass
+        quote_identifier(table, "table", dotted=True)
+        for column in columns:
+            quote_identifier(column, "column")
+        label = (f"{table}.{columns[0]}" if kind == "select"
+                 else f"{table}({', '.join(sorted(columns))})")
+        key = self._keys[parts] = _Key(self, parts, label)
+        return key
 
     # -- connections --------------------------------------------------------
 
@@ -537,8 +557,7 @@ class Select(BatchableOperation[Any]):
 
     def __init__(self, db: Database, kind: str, table: str, where: dict[str, Any]) -> None:
         column, value = _one_column(kind, table, where)
-        quote_identifier(table, "table", dotted=True)
-        quote_identifier(column, "column")
+        key = db._key("select", table, (column,))
         if value is None:
             raise ValueError(f"batch.sql: db.{kind}({table!r}, {column}=None) would never match: "
                              f"SQL's IN (...) does not match NULL; use db.query(... IS NULL)")
@@ -552,7 +571,7 @@ class Select(BatchableOperation[Any]):
         self.table = table
         self.column = column
         self.value = value
-        self._key = _Key(db, ("select", table, column), f"{table}.{column}")
+        self._key = key
 
     def batch_key(self) -> Hashable:
         """``(db, table, column)``: gets and filters on one column share a statement."""
@@ -581,17 +600,14 @@ class Insert(BatchableOperation[None]):
     __slots__ = ("db", "table", "row", "_key")
 
     def __init__(self, db: Database, table: str, row: Mapping[str, Any]) -> None:
-        quote_identifier(table, "table", dotted=True)
         if not isinstance(row, Mapping) or not row:
+            quote_identifier(table, "table", dotted=True)
             raise ValueError(f"batch.sql: db.insert({table!r}, row): row must be a non-empty mapping "
                              f"of column -> value, got {row!r}")
-        for column in row:
-            quote_identifier(column, "column")
         self.db = db
         self.table = table
         self.row = dict(row)
-        columns = frozenset(self.row)
-        self._key = _Key(db, ("insert", table, columns), f"{table}({', '.join(sorted(columns))})")
+        self._key = db._key("insert", table, tuple(self.row))
 
     def batch_key(self) -> Hashable:
         """``(db, table, set of columns)``."""
