@@ -422,7 +422,16 @@ def test_a_started_generator_in_a_structure(recorder: Any) -> None:
         recorder.execute(gen_parent())
 
 
-def test_the_same_fresh_generator_twice_in_one_structure(recorder: Any) -> None:
+@pytest.mark.parametrize("shape", [
+    pytest.param(lambda g: [g, g], id="[g, g]"),
+    pytest.param(lambda g: [[g], g], id="[[g], g]"),
+    pytest.param(lambda g: [g, [g]], id="[g, [g]]", marks=pytest.mark.xfail(
+        strict=True, reason="executor bug: a repeat inside a nested structure fills the inner "
+        "join's last slot without completing it; the root never finishes and execute returns None")),
+    pytest.param(lambda g: {"a": g, "b": (g,)}, id="{a: g, b: (g,)}", marks=pytest.mark.xfail(
+        strict=True, reason="executor bug: same as [g, [g]]")),
+])
+def test_the_same_fresh_generator_twice_in_one_structure(recorder: Any, shape: Any) -> None:
     Op = recorder.op("Op")
     seen: list[Any] = []
 
@@ -433,15 +442,17 @@ def test_the_same_fresh_generator_twice_in_one_structure(recorder: Any) -> None:
 
     def gen_parent() -> Gen:
         child = gen_child()
-        return (yield [child, child])
+        return (yield shape(child))
 
-    with pytest.raises(batch.GeneratorReusedError, match=r"SharedGenerator"):
+    with pytest.raises(batch.GeneratorReusedError, match=(
+            r"gen_parent \(.*\) yielded .*gen_child, a generator object that was already started "
+            r"or yielded elsewhere; a generator object can be yielded only once, by one waiter\. "
+            r"To let several generators wait on it, wrap it once: shared = batch\.SharedGenerator")):
         recorder.execute(gen_parent())
-    assert None not in seen  # the child was never resumed with someone else's value
+    assert seen == [1]  # it ran once, and was never resumed with someone else's value
+    assert recorder.calls == [("Op", [1])]
 
 
-@pytest.mark.xfail(strict=True, reason="executor bug: execute_many([g, g]) runs one fresh "
-                   "generator object as two roots")
 def test_the_same_fresh_generator_as_two_roots(recorder: Any) -> None:
     Op = recorder.op("Op")
 
@@ -451,8 +462,11 @@ def test_the_same_fresh_generator_as_two_roots(recorder: Any) -> None:
         return first
 
     child = gen_child()
-    with pytest.raises(batch.GeneratorReusedError, match=r"SharedGenerator"):
+    with pytest.raises(batch.GeneratorReusedError, match=(
+            r"^test_the_same_fresh_generator_as_two_roots\.<locals>\.gen_child \(.*\) was already "
+            r"started; pass execute\(\) a fresh generator")):
         batch.execute_many([child, child])
+    assert recorder.calls == []
 
 
 # -- bad arguments to execute() ------------------------------------------------
