@@ -308,7 +308,7 @@ def _compare(sizes: dict[str, int], user_id: int, naive: Naive, db: Database, re
     print()
     print(f"{'':<22}{'one query per object':>22}{'batch generators':>20}")
     print(f"{'queries':<22}{naive.queries:>22,}{db.queries:>20,}")
-    print(f"{'round trips in a row':<22}{naive.queries:>22,}{trace.round_count:>20,}")
+    print(f"{'rounds':<22}{naive.queries:>22,}{trace.round_count:>20,}")
     print(f"{'wall time':<22}{naive_s * 1e3:>19.1f} ms{batch_s * 1e3:>17.1f} ms")
     print()
     if naive_page != batch_page or render(naive_page) != lines:

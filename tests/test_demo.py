@@ -27,7 +27,7 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
 def figures(out: str) -> dict[str, tuple[float, float]]:
     """The side-by-side table as {row: (one query per object, batch generators)}."""
     table = {}
-    for name in ("queries", "round trips in a row", "wall time"):
+    for name in ("queries", "rounds", "wall time"):
         m = re.search(rf"^{name} +([\d,.]+)(?: ms)? +([\d,.]+)(?: ms)?$", out, re.M)
         assert m, f"no {name!r} row in:\n{out}"
         table[name] = (float(m.group(1).replace(",", "")), float(m.group(2).replace(",", "")))
@@ -52,9 +52,9 @@ def test_default_run_prints_both_modes_and_checks_the_pages(capsys: pytest.Captu
     # naive: reader + follows, then per person: user + posts, per post: author + comments,
     # per comment: its author
     assert naive_q == 2 + 2 * people + 2 * posts + comments
-    assert nums["round trips in a row"][0] == naive_q
+    assert nums["rounds"][0] == naive_q
     # batch: users+follows, users+posts, users+comments, users: 7 statements in 4 rounds
-    assert (batch_q, nums["round trips in a row"][1]) == (7, 4)
+    assert (batch_q, nums["rounds"][1]) == (7, 4)
     assert batch_q < naive_q
     assert "wall time: best of 3 runs" in out
     assert re.search(r"^pages equal: yes \(\d+ lines; \d+x fewer queries", out, re.M)
