@@ -347,8 +347,9 @@ class Database:
             self._local.conn = owned
             with self._stats:
                 self._opened.add(owned)
-                if self._paramstyle is None or self._max_params is None or self.name is None:
-                    self._learn(owned.conn)
+        if self._paramstyle is None or self._max_params is None or self.name is None:
+            with self._stats:
+                self._learn(owned.conn)
         yield owned.conn
 
     def close(self) -> None:

@@ -147,11 +147,11 @@ def test_gets_of_two_databases_are_never_merged(backend: Backend) -> None:
 
 def test_hostile_strings_are_stored_and_returned_verbatim(backend: Backend) -> None:
     db = Database(backend.connect(), log=True)
-    batch.execute(db.insert("users", {"id": 7, "name": HOSTILE, "team": "'; --"}))
+    batch.execute(db.insert("users", {"id": 7, "name": HOSTILE, "team": "%(p0)s ? %s '; --"}))
     by_name, by_id, raw = batch.execute([
         db.get("users", name=HOSTILE), db.get("users", id=7),
         db.query(f"SELECT name FROM users WHERE name = {backend.mark}", (HOSTILE,))])
-    assert by_name == by_id == {"id": 7, "name": HOSTILE, "team": "'; --"}
+    assert by_name == by_id == {"id": 7, "name": HOSTILE, "team": "%(p0)s ? %s '; --"}
     assert raw == [{"name": HOSTILE}]
     assert backend.committed("SELECT count(*) FROM users") == [(5,)]
     assert not any("DROP" in sql or "'" in sql for sql in db.log or [])
@@ -251,6 +251,66 @@ def test_an_explicit_paramstyle_is_used(backend: Backend) -> None:
     assert backend.committed("SELECT title FROM posts WHERE id = 20") == [("x",)]
 
 
+class RecordingCursor:
+    """A DB-API cursor that records what it is given; a SELECT echoes its values as rows."""
+
+    def __init__(self, sent: list[tuple[str, Any]]) -> None:
+        self.sent = sent
+        self.description: list[tuple[str]] | None = None
+        self.rows: list[tuple[Any, ...]] = []
+
+    def execute(self, sql: str, params: Any = ()) -> None:
+        self.sent.append((sql, params))
+        values = list(params.values()) if isinstance(params, dict) else list(params)
+        self.description = [("id",)] if sql.startswith("SELECT") else None
+        self.rows = [(v,) for v in values] if self.description else []
+
+    def executemany(self, sql: str, seq: Any) -> None:
+        self.sent.append((sql, list(seq)))
+        self.description = None
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        return self.rows
+
+    def close(self) -> None:
+        pass
+
+
+class RecordingConnection:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, Any]] = []
+        self.commits = 0
+
+    def cursor(self) -> RecordingCursor:
+        return RecordingCursor(self.sent)
+
+    def commit(self) -> None:
+        self.commits += 1
+
+    def rollback(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("style, marks, params", [
+    ("qmark", "?, ?", (7, 8)),
+    ("numeric", ":1, :2", (7, 8)),
+    ("named", ":p0, :p1", {"p0": 7, "p1": 8}),
+    ("format", "%s, %s", (7, 8)),
+    ("pyformat", "%(p0)s, %(p1)s", {"p0": 7, "p1": 8}),
+])
+def test_every_dbapi_paramstyle_is_written_and_bound(style: str, marks: str, params: Any) -> None:
+    conn = RecordingConnection()
+    db = Database(conn, paramstyle=style)
+    assert batch.execute([db.get("t", id=7), db.filter("t", id=8), db.get("t", id=7)]) == [
+        {"id": 7}, [{"id": 8}], {"id": 7}]
+    batch.execute([db.insert("t", {"a": 1, "b": "x"}), db.insert("t", {"a": 2, "b": "y"})])
+    rows = [(1, "x"), (2, "y")]
+    bound = [dict(zip(("p0", "p1"), r)) for r in rows] if isinstance(params, dict) else rows
+    assert conn.sent == [(f'SELECT * FROM "t" WHERE "id" IN ({marks})', params),
+                         (f'INSERT INTO "t" ("a", "b") VALUES ({marks})', bound)]
+    assert conn.commits == 2      # one transaction per statement
+
+
 def test_a_driver_without_a_paramstyle_must_be_told() -> None:
     class Conn:   # a connection class from a module that has no paramstyle
         pass
@@ -259,6 +319,11 @@ def test_a_driver_without_a_paramstyle_must_be_told() -> None:
                                          r"e.g. Database\(conn, paramstyle='qmark'\)"):
         Database(Conn())
     assert Database(Conn(), paramstyle="qmark").paramstyle == "qmark"
+    lazy = Database(connect=Conn)        # a factory is asked when the first statement runs
+    for _ in range(2):
+        with pytest.raises(ValueError, match=r"cannot tell the paramstyle of .*Conn connections"):
+            batch.execute(lazy.get("users", id=1))
+    assert lazy.queries == 0
 
 
 # -- failures ---------------------------------------------------------------------------------
@@ -352,6 +417,9 @@ def test_caller_owned_transaction_with_autocommit_false(backend: Backend) -> Non
     assert results[1] is results[2]
     # nothing is committed yet: another connection sees none of it
     assert backend.committed("SELECT id FROM users WHERE id = 20") == []
+    # a failed read is rolled back to its savepoint too (PostgreSQL would abort the transaction)
+    missing, = batch.execute(batch.settled([db.get("nosuch", id=1)]))
+    assert isinstance(missing, backend.error)
     # the failed batch was rolled back to its savepoint, the transaction goes on
     assert batch.execute([db.get("users", id=20), db.get("posts", id=41)]) == [
         {"id": 20, "name": "kept until rollback", "team": None}, None]
