@@ -312,7 +312,13 @@ class Run:
         """Queue ``x`` (generator, operation or structure) as a root."""
         root = Root(raise_at_once)
         if type(x) is _GeneratorType:
-            if x.gi_suspended or x.gi_frame is None or x.gi_running or id(x) in self._root_gens:
+            if id(x) in self._root_gens:
+                raise GeneratorReusedError(
+                    f"{describe_generator(x)} was given twice as a root; a generator object "
+                    f"can be run only once. Pass a fresh generator for each root, or wrap it "
+                    f"once in batch.SharedGenerator and pass shared.gen() for each"
+                )
+            if x.gi_suspended or x.gi_frame is None or x.gi_running:
                 raise GeneratorReusedError(
                     f"{describe_generator(x)} was already started; pass execute() a "
                     f"fresh generator (call the generator function again)"
@@ -525,7 +531,8 @@ class Run:
         if isinstance(y, Settled):
             target, mode = _settled_target(y)
             if mode is _SCALAR and not _yieldable(target[0]):
-                return _yield_error(task[GEN], target[0], "settled() of "), True
+                # settled() never raises: the mistake comes back in place.
+                return _yield_error(task[GEN], target[0], "settled() of "), False
             return self._join(target, task, 0, task[CTX], mode, task[GEN])
         if isinstance(y, SharedGenerator):
             return self._wait_shared(y, task, 0, task[CTX])
@@ -625,7 +632,7 @@ class Run:
                     if children:
                         if len(children) > 1 and len(set(map(id, map(_gen_of, children)))) < len(
                                 children):
-                            children = self._drop_repeats(children, gen)
+                            children = self._drop_repeats(children, gen, join)
                         self._woken.extend(children)
                         done = join.remaining == 0
                     return join.result() if done else None
@@ -694,13 +701,24 @@ class Run:
                 _set_slot(join, i, outcome[0], outcome[1])
             i += 1
 
-    def _drop_repeats(self, children: list[list[Any]], gen: Any) -> list[list[Any]]:
+    def _drop_repeats(self, children: list[list[Any]], gen: Any, top: Join) -> list[list[Any]]:
         """The same fresh generator twice in one structure: only the first runs it."""
         seen: set[int] = set()
         kept = []
         for child in children:
             if id(child[GEN]) in seen:
-                _set_slot(child[SINK], child[INDEX], self._reused_in_join(gen, child[GEN]), True)
+                # Fail the repeat's slot; a nested structure that this
+                # completes fills its enclosing slot in turn, up to ``top``
+                # (whose result the caller takes).
+                sink, index = child[SINK], child[INDEX]
+                value: Any = self._reused_in_join(gen, child[GEN])
+                failed = True
+                while True:
+                    _set_slot(sink, index, value, failed)
+                    if sink.remaining or sink is top:
+                        break
+                    value, failed = sink.result()
+                    index, sink = sink.index, sink.sink
             else:
                 seen.add(id(child[GEN]))
                 kept.append(child)

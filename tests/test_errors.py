@@ -425,11 +425,8 @@ def test_a_started_generator_in_a_structure(recorder: Any) -> None:
 @pytest.mark.parametrize("shape", [
     pytest.param(lambda g: [g, g], id="[g, g]"),
     pytest.param(lambda g: [[g], g], id="[[g], g]"),
-    pytest.param(lambda g: [g, [g]], id="[g, [g]]", marks=pytest.mark.xfail(
-        strict=True, reason="executor bug: a repeat inside a nested structure fills the inner "
-        "join's last slot without completing it; the root never finishes and execute returns None")),
-    pytest.param(lambda g: {"a": g, "b": (g,)}, id="{a: g, b: (g,)}", marks=pytest.mark.xfail(
-        strict=True, reason="executor bug: same as [g, [g]]")),
+    pytest.param(lambda g: [g, [g]], id="[g, [g]]"),
+    pytest.param(lambda g: {"a": g, "b": (g,)}, id="{a: g, b: (g,)}"),
 ])
 def test_the_same_fresh_generator_twice_in_one_structure(recorder: Any, shape: Any) -> None:
     Op = recorder.op("Op")
@@ -463,8 +460,9 @@ def test_the_same_fresh_generator_as_two_roots(recorder: Any) -> None:
 
     child = gen_child()
     with pytest.raises(batch.GeneratorReusedError, match=(
-            r"^test_the_same_fresh_generator_as_two_roots\.<locals>\.gen_child \(.*\) was already "
-            r"started; pass execute\(\) a fresh generator")):
+            r"^test_the_same_fresh_generator_as_two_roots\.<locals>\.gen_child \(.*\) was given "
+            r"twice as a root; a generator object can be run only once\. Pass a fresh generator "
+            r"for each root, or wrap it once in batch\.SharedGenerator")):
         batch.execute_many([child, child])
     assert recorder.calls == []
 

@@ -547,15 +547,14 @@ def test_settled_is_a_root_too(recorder: Any) -> None:
     assert out[0] == "A" and isinstance(out[1], ValueError)
 
 
-@pytest.mark.xfail(strict=True, reason="executor bug: settled(42) is reported as "
-                                       "'yielded a list containing, at index 0, int'")
 def test_settled_of_a_bad_value_names_settled_not_a_list(recorder: Any) -> None:
     def gen_root() -> Gen:
         return (yield batch.settled(42))
 
     out = batch.execute(gen_root())
     assert isinstance(out, batch.YieldTypeError)
-    assert "a list" not in str(out)
+    assert "yielded settled() of int;" in str(out)
+    assert "yielded a list" not in str(out)
 
 
 # -- execute_many(return_exceptions=True) ----------------------------------------------
