@@ -155,10 +155,57 @@ class Group:
         self.key = key
         self.info = info
         self.owner = owner  # the operation class, or a seed Batcher
-        self.ops: list[Any] = []
+        self.ops: list[Any] = DedupeOps() if info.dedupe else []
         # One entry per run of operations: a Task (one op, scalar yield), or
         # (join, offset, count) for ``count`` consecutive ops of one join.
         self.targets: list[Any] = []
+
+
+class DedupeOps(list):  # type: ignore[type-arg]
+    """The operations of a deduplicating group: each distinct one kept once.
+
+    Deduplicating as operations are queued (not when the round is sent)
+    means the repeats are freed at once: a round of a million equal reads
+    holds one operation, not a million for the garbage collector to scan.
+    ``positions[i]`` is the index in this list of the i-th operation yielded;
+    an unhashable operation gets ``-1 - k``, ``k`` indexing ``unhashable``.
+    """
+
+    __slots__ = ("seen", "positions", "unhashable")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: dict[Any, int] = {}
+        self.positions: list[int] = []
+        self.unhashable: list[tuple[Any, BaseException]] = []
+
+    def append(self, op: Any) -> None:
+        index = self.seen
+        try:
+            i = index.get(op)
+            if i is None:
+                i = index[op] = len(index)
+                list.append(self, op)
+        except TypeError as exc:
+            self.unhashable.append((op, exc))
+            i = -len(self.unhashable)
+        self.positions.append(i)
+
+    def extend(self, ops: Any) -> None:
+        index = self.seen
+        get = index.get
+        add = self.positions.append
+        keep = super().append
+        for op in ops:
+            try:
+                i = get(op)
+                if i is None:
+                    i = index[op] = len(index)
+                    keep(op)
+            except TypeError as exc:
+                self.unhashable.append((op, exc))
+                i = -len(self.unhashable)
+            add(i)
 
 
 class Dispatch:
@@ -777,24 +824,14 @@ class Run:
         self._dispatching[d] = None
         info = group.info
         ops = group.ops
-        if info.dedupe and len(ops) > 1:
-            index: dict[Any, int] = {}
-            get = index.get
-            positions: list[int] = []
-            append = positions.append
-            try:
-                for op in ops:
-                    i = get(op)
-                    if i is None:
-                        i = index[op] = len(index)
-                    append(i)
-            except TypeError as exc:
-                d.uniq = []
-                self._fail_all(d, _unhashable(info, exc))
-                return d
-            if len(index) < len(ops):
-                d.uniq = list(index)
-                d.positions = positions
+        if ops.__class__ is DedupeOps:
+            if len(ops.positions) == 1 and ops.unhashable:
+                # A group of one has nothing to merge: sent as is, hash or not.
+                d.uniq = [ops.unhashable[0][0]]
+            else:
+                d.uniq = list(ops)
+                if len(ops.positions) > len(ops):
+                    d.positions = ops.positions
         uniq = d.uniq
         if info.cached:
             data = self.cache._data
@@ -806,6 +843,9 @@ class Run:
                 markers.append(marker)
             d.markers = markers
         d.results = [None] * len(uniq)
+        if not uniq:  # every operation failed before sending (unhashable)
+            self._deliver(d)
+            return d
         bounds, failures = _chunks(info, uniq)
         d.pending = len(bounds) + len(failures)
         if len(bounds) == 1 and not failures:
@@ -944,8 +984,9 @@ class Run:
 
     def _fail_all(self, d: Dispatch, exc: BaseException) -> None:
         self._dispatching.pop(d, None)
-        group = d.group
-        self._deliver_targets(group.targets, [exc] * len(group.ops))
+        ops = d.group.ops
+        count = len(ops.positions) if ops.__class__ is DedupeOps else len(ops)
+        self._deliver_targets(d.group.targets, [exc] * count)
 
     def _deliver(self, d: Dispatch) -> None:
         del self._dispatching[d]
@@ -957,7 +998,13 @@ class Run:
             self._store_cached(d, results, markers)
         positions = d.positions
         if positions is not None:
-            results = list(map(results.__getitem__, positions))
+            ops = d.group.ops
+            if ops.__class__ is DedupeOps and ops.unhashable:
+                info = d.group.info
+                errors = [_unhashable(info, exc) for _, exc in ops.unhashable]
+                results = [results[p] if p >= 0 else errors[-1 - p] for p in positions]
+            else:
+                results = list(map(results.__getitem__, positions))
         self._deliver_targets(d.group.targets, results)
 
     def _store_cached(self, d: Dispatch, results: list[Any], markers: list[Any]) -> None:
