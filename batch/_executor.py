@@ -256,6 +256,20 @@ def _name_of(gen: Any) -> str:
     return describe_generator(gen)
 
 
+def _reuse_error(gen: Any, item: Any, in_structure: bool = False) -> GeneratorReusedError:
+    """``gen`` yielded ``item``, a generator object that another waiter has (had)."""
+    if in_structure:
+        state = "was already started or yielded elsewhere"
+    else:
+        state = "is finished" if item.gi_frame is None else "is already running or waited on"
+    return GeneratorReusedError(
+        f"{_name_of(gen)} yielded {item.__qualname__}, a generator object that {state}; a "
+        f"generator object can be yielded only once, by one waiter. To let several generators "
+        f"wait on it, wrap it once: shared = batch.SharedGenerator({item.__qualname__}(...)), "
+        f"and yield shared.gen() in each"
+    )
+
+
 def _yieldable(value: Any) -> bool:
     return isinstance(value, (BatchableOperation, _GeneratorType, list, tuple, dict, Settled,
                               SharedGenerator))
@@ -551,13 +565,7 @@ class Run:
                 f"{_name_of(task[GEN])} yielded a generator it is itself waiting on "
                 f"({names}); generators cannot wait on their own result"
             )
-        state = "finished" if y.gi_frame is None else "already running or waited on"
-        return GeneratorReusedError(
-            f"{_name_of(task[GEN])} yielded {y.__qualname__}, a generator object that is "
-            f"{state}; a generator object can be yielded only once, by one waiter. To let "
-            f"several generators wait on it, wrap it once: shared = "
-            f"batch.SharedGenerator({y.__qualname__}(...)), and yield shared.gen() in each"
-        )
+        return _reuse_error(task[GEN], y)
 
     def _yield_other(self, task: list[Any], y: Any, cls: type,
                      info: OpInfo | None) -> tuple[Any, bool] | None:
@@ -699,7 +707,7 @@ class Run:
                 if not (item.gi_suspended or item.gi_frame is None):
                     children.append([item, ctx.copy(), None, join, i, None, False, 0])
                 else:
-                    _set_slot(join, i, self._reused_in_join(gen, item), True)
+                    _set_slot(join, i, _reuse_error(gen, item, True), True)
                 i += 1
                 continue
             group = groups.get(c)
@@ -758,7 +766,7 @@ class Run:
                 # completes fills its enclosing slot in turn, up to ``top``
                 # (whose result the caller takes).
                 sink, index = child[SINK], child[INDEX]
-                value: Any = self._reused_in_join(gen, child[GEN])
+                value: Any = _reuse_error(gen, child[GEN], True)
                 failed = True
                 while True:
                     _set_slot(sink, index, value, failed)
@@ -770,14 +778,6 @@ class Run:
                 seen.add(id(child[GEN]))
                 kept.append(child)
         return kept
-
-    def _reused_in_join(self, gen: Any, item: Any) -> BaseException:
-        return GeneratorReusedError(
-            f"{_name_of(gen)} yielded {item.__qualname__}, a generator object that was already "
-            f"started or yielded elsewhere; a generator object can be yielded only once, by one "
-            f"waiter. To let several generators wait on it, wrap it once: shared = "
-            f"batch.SharedGenerator({item.__qualname__}(...)), and yield shared.gen() in each"
-        )
 
     def _wait_shared(self, shared: SharedGenerator[Any], sink: Any, index: int,
                      ctx: contextvars.Context) -> tuple[Any, bool] | None:
