@@ -507,6 +507,8 @@ class Run:
                 # to clear it, it goes when ``task`` is rebound.
                 sink = task[3]
                 if sink.__class__ is JoinType:
+                    # ``_fill``'s join step, inlined: a child of a fan-out
+                    # finishing is the hottest path after the yield itself.
                     index = task[4]
                     sink.values[index] = value
                     if failed and (sink.first_error < 0 or index < sink.first_error):
