@@ -57,11 +57,18 @@ class _SyncDriver:
     def settle(self) -> bool:
         """Run the step phase; False when nothing is left to dispatch."""
         run = self.run
+        run.take_inbox()
         run.drain()
         while run.idle:
-            if not run.has_live():
+            if run.waits_on_others:
+                # Only answers from another execution sharing the cache are
+                # missing: wait for them (bounded by timeout=).
+                run.wait_for_others()
+                run.take_inbox()
+            elif run.has_live():
+                run.break_cycle()
+            else:
                 return False
-            run.break_cycle()
             run.drain()
         return True
 
@@ -282,13 +289,25 @@ async def _drive_async(run: Run, max_concurrency: int | None) -> None:
             if semaphore is not None:
                 semaphore.release()
 
+    run.loop = loop
+    run._async_signal = signal = asyncio.Event()
+
     async def body() -> None:
         while True:
+            run.take_inbox()
             run.drain()
             while run.idle:
-                if not run.has_live():
+                if run.waits_on_others:
+                    # Another execution sharing the cache has our operations
+                    # in flight: wait for its answers.
+                    while not run.take_inbox():
+                        signal.clear()
+                        if not run._inbox:
+                            await signal.wait()
+                elif run.has_live():
+                    run.break_cycle()
+                else:
                     return
-                run.break_cycle()
                 run.drain()
             run.check_deadline()
             dispatches = run.take_round()

@@ -14,15 +14,19 @@ MISSING: Any = object()
 class InFlight:
     """Cache placeholder for an operation that was sent and has no result yet.
 
-    Equal operations yielded meanwhile by the same execution wait on it
-    instead of being sent again; ``owner`` is that execution.
+    Equal operations yielded meanwhile wait on it instead of being sent
+    again: those of the same execution in ``followers``, those of other
+    executions sharing the cache (other threads, or other tasks of the same
+    event loop) in ``foreign``.  ``owner`` is the execution that sent it.
     """
 
-    __slots__ = ("owner", "followers")
+    __slots__ = ("owner", "followers", "foreign")
 
-    def __init__(self, owner: object) -> None:
-        self.owner = owner
+    def __init__(self, owner: Any) -> None:
+        self.owner: Any = owner
         self.followers: list[Any] = []
+        # Waiters of other executions sharing the cache: (run, target, op, info).
+        self.foreign: list[Any] = []
 
 
 class OperationCache:

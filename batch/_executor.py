@@ -40,8 +40,10 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import threading
 import time
 import types
+from collections import deque
 from collections.abc import Awaitable, Hashable
 from operator import itemgetter
 from typing import Any
@@ -362,6 +364,15 @@ class Run:
         self._clock = 0  # counts parkings, for the resume order (see ``since``)
         # Root generators not started yet, to refuse the same one twice.
         self._root_gens: dict[int, Any] = {}
+        # Waiting on operations that another execution sharing the cache has
+        # in flight: their answers arrive in the inbox, from any thread.
+        self.thread = threading.get_ident()
+        self.loop: Any = None  # the event loop, for the async executor
+        self._inbox: deque[tuple[Any, ...]] = deque()
+        self._foreign = 0  # answers still to come into the inbox
+        self._foreign_targets: list[Any] = []
+        self._signal = threading.Event()
+        self._async_signal: Any = None
         self._dispatching: dict[Dispatch, None] = {}  # taken, not yet delivered
         self._shared: dict[SharedGenerator[Any], None] = {}  # running in this execution
         self._round: RoundRecord | None = None
@@ -595,6 +606,62 @@ class Run:
             return self._wait_shared(y, task, 0, task[CTX])
         return _yield_error(task[GEN], y), True
 
+    def _may_wait_on(self, other: Run) -> bool:
+        """Whether this execution may wait for ``other``'s answer without deadlock.
+
+        It may if ``other`` makes progress while this one waits: it runs in
+        another thread, or both are tasks of one event loop.  A nested
+        ``execute`` inside one of ``other``'s generators may not.
+        """
+        if other.closed:
+            return False
+        if self.loop is not None and other.loop is self.loop:
+            return True
+        return other.thread != self.thread
+
+    def _post(self, message: tuple[Any, ...]) -> None:
+        """Another execution answers (or gives back) a wait: any thread."""
+        self._inbox.append(message)
+        self._signal.set()
+        loop, signal = self.loop, self._async_signal
+        if loop is not None and signal is not None:
+            try:
+                loop.call_soon_threadsafe(signal.set)
+            except RuntimeError:  # pragma: no cover  (the loop closed meanwhile)
+                pass
+
+    @property
+    def waits_on_others(self) -> bool:
+        """Answers from other executions are still to come."""
+        return self._foreign > 0
+
+    def take_inbox(self) -> bool:
+        """Deliver what other executions posted; True if anything came."""
+        inbox = self._inbox
+        got = False
+        while inbox:
+            kind, target, value, info = inbox.popleft()
+            got = True
+            self._foreign -= 1
+            if kind == "value":
+                self._deliver_targets([target], [value])
+            else:  # "retry": its sender ended without an answer: send it ourselves
+                outcome = self._enqueue(value, info, target)
+                if outcome is not None:
+                    self._deliver_targets([target], [outcome[0]])
+        if self._foreign == 0:
+            self._foreign_targets.clear()
+        return got
+
+    def wait_for_others(self) -> None:
+        """Block until another execution posts into the inbox (sync executor)."""
+        while not self._inbox:
+            self._signal.clear()
+            if self._inbox:
+                break
+            if not self._signal.wait(self.remaining_time()):
+                self.check_deadline()
+
     def _enqueue(self, op: Any, info: OpInfo, target: Any) -> tuple[Any, bool] | None:
         """Queue an operation of a class with a key, a batcher or a cache."""
         cls = info.cls
@@ -608,6 +675,11 @@ class Run:
                 if entry.__class__ is InFlight:
                     if entry.owner is self:
                         entry.followers.append(target)
+                        return None
+                    if self._may_wait_on(entry.owner):
+                        entry.foreign.append((self, target, op, info))
+                        self._foreign += 1
+                        self._foreign_targets.append(target)
                         return None
                 else:
                     self.cache_hits += 1
@@ -1023,6 +1095,8 @@ class Run:
             if marker.followers:
                 followers = marker.followers
                 self._deliver_targets(followers, [value] * len(followers))
+            for run, target, _, _ in marker.foreign:
+                run._post(("value", target, value, None))
 
     def _deliver_targets(self, targets: list[Any], results: list[Any]) -> None:
         """Write results into their waiters, in order; ``results`` is per operation."""
@@ -1076,7 +1150,7 @@ class Run:
     @property
     def idle(self) -> bool:
         """Nothing is runnable and nothing is queued for dispatch."""
-        return not self._groups and not self._ready and not self._woken
+        return not self._groups and not self._ready and not self._woken and not self._inbox
 
     def has_live(self) -> bool:
         """Whether anything still waits, once nothing is runnable or queued.
@@ -1162,6 +1236,7 @@ class Run:
             return
         self.closed = True
         tasks = self._suspended_tasks()
+        self._release_markers()
         self._ready.clear()
         self._woken.clear()
         self._groups.clear()
@@ -1198,6 +1273,19 @@ class Run:
             except Exception:  # pragma: no cover  (exotic exception types)
                 pass
 
+    def _release_markers(self) -> None:
+        """Drop this execution's in-flight cache entries; their foreign waiters retry."""
+        data = self.cache._data
+        for d in self._dispatching:
+            if d.markers is None:
+                continue
+            cls = d.group.info.cls
+            for op, marker in zip(d.uniq, d.markers):
+                if data.get((cls, op)) is marker:
+                    del data[(cls, op)]
+                for run, target, waited, info in marker.foreign:
+                    run._post(("retry", target, waited, info))
+
     def _suspended_tasks(self) -> list[list[Any]]:
         """Every task not finished, children before the tasks that wait on them.
 
@@ -1219,6 +1307,7 @@ class Run:
                 leaves.extend(marker.followers)
         for shared in self._shared:
             leaves.extend(w for w, _ in shared._waiters)
+        leaves.extend(self._foreign_targets)
         order: list[list[Any]] = []
         index: dict[int, int] = {}
         parents: list[list[int]] = []

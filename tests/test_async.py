@@ -602,9 +602,6 @@ class Cached(batch.BatchableOperation[int]):
         return [op.n for op in operations]
 
 
-@pytest.mark.xfail(strict=True, reason="executor bug: two executions sharing cache= run the same "
-                   "operation twice when they overlap (an op in flight in another execution is "
-                   "not waited on)")
 def test_concurrent_executions_sharing_a_cache_run_an_operation_once() -> None:
     async def main() -> Any:
         cache = batch.OperationCache()

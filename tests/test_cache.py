@@ -6,8 +6,12 @@ rounds and what each generator got back.
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
 from collections.abc import Generator
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import pytest
 
@@ -475,3 +479,93 @@ def test_operation_cache_repr_counts_entries(recorder: Any) -> None:
     cache = OperationCache()
     cache.prime(Get(1), 1)
     assert repr(cache) == "<OperationCache with 1 entries>"
+
+
+# -- executions sharing one cache wait on each other's in-flight operations ------
+
+
+class _Slow:
+    """Shared state of the operations below: calls made, and a gate."""
+
+    calls: ClassVar[list[int]] = []
+    started = threading.Event()
+
+
+@dataclass(frozen=True)
+class SlowCached(batch.BatchableOperation[int]):
+    n: int
+    cache_results = True
+
+    @classmethod
+    def run_batch(cls, operations: list[SlowCached]) -> list[int]:
+        _Slow.calls.extend(op.n for op in operations)
+        _Slow.started.set()
+        time.sleep(0.2)
+        return [op.n * 10 for op in operations]
+
+
+def test_two_threads_sharing_a_cache_send_an_operation_once() -> None:
+    _Slow.calls = []
+    _Slow.started = threading.Event()
+    cache = batch.OperationCache()
+    results: dict[str, Any] = {}
+
+    def first() -> None:
+        results["first"] = batch.execute(SlowCached(1), cache=cache)
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    assert _Slow.started.wait(5)
+    # SlowCached(1) is in flight in the other thread: wait for its answer.
+    results["second"] = batch.execute([SlowCached(1), SlowCached(2)], cache=cache)
+    thread.join(5)
+    assert results == {"first": 10, "second": [10, 20]}
+    assert _Slow.calls == [1, 2]  # 1 once (by the first thread), then 2
+
+
+def test_waiting_on_another_execution_respects_timeout() -> None:
+    _Slow.calls = []
+    _Slow.started = threading.Event()
+    cache = batch.OperationCache()
+    thread = threading.Thread(target=lambda: batch.execute(SlowCached(3), cache=cache))
+    thread.start()
+    assert _Slow.started.wait(5)
+    t0 = time.perf_counter()
+    with pytest.raises(TimeoutError, match=r"batch execution timed out after 0\.05 seconds"):
+        batch.execute(SlowCached(3), cache=cache, timeout=0.05)
+    assert time.perf_counter() - t0 < 0.19  # did not wait for the other thread's call
+    thread.join(5)
+    assert _Slow.calls == [3]
+
+
+@dataclass(frozen=True)
+class AsyncSlow(batch.BatchableOperation[int]):
+    n: int
+    cache_results = True
+
+    @classmethod
+    async def run_batch(cls, operations: list[AsyncSlow]) -> list[int]:  # type: ignore[override]
+        _Slow.calls.extend(op.n for op in operations)
+        _Slow.started.set()
+        await asyncio.sleep(0.1)
+        return [op.n * 10 for op in operations]
+
+
+def test_a_waiter_sends_the_operation_itself_when_the_sender_is_cancelled() -> None:
+    _Slow.calls = []
+    _Slow.started = threading.Event()
+
+    async def main() -> Any:
+        cache = batch.OperationCache()
+        sender = asyncio.ensure_future(batch.execute_async(AsyncSlow(4), cache=cache))
+        while not _Slow.started.is_set():
+            await asyncio.sleep(0.001)
+        waiter = asyncio.ensure_future(batch.execute_async(AsyncSlow(4), cache=cache))
+        await asyncio.sleep(0.01)  # the waiter is now waiting on the sender's call
+        sender.cancel()
+        value = await waiter
+        assert sender.cancelled()
+        return value, cache.get(AsyncSlow(4))
+
+    assert asyncio.run(main()) == (40, 40)
+    assert _Slow.calls == [4, 4]  # the cancelled call, then the waiter's own
