@@ -362,6 +362,7 @@ class Run:
         self._infos: dict[type, OpInfo] = {}
         self._running: list[Any] | None = None  # the task being stepped, if it raised
         self._clock = 0  # counts parkings, for the resume order (see ``since``)
+        self._sort_woken = False
         # Root generators not started yet, to refuse the same one twice.
         self._root_gens: dict[int, Any] = {}
         # Waiting on operations that another execution sharing the cache has
@@ -436,10 +437,7 @@ class Run:
                     self._root_gens.clear()  # they have all started now
                 return
             task = pop()
-            gen = task[0]
-            ctx = task[1]
-            value = task[5]
-            failed = task[6]
+            gen, ctx, _, _, _, value, failed, _ = task
             task[5] = None  # the generator holds the value now; do not keep it alive
             if failed:
                 task[6] = False
@@ -877,6 +875,10 @@ class Run:
         groups = self._groups
         self._groups = {}
         self.rounds += 1
+        # One group wakes its waiters in the order they began to wait already
+        # (its targets were queued in that order); several groups, cached
+        # followers or a batch generator need the sort in ``end_round``.
+        self._sort_woken = len(groups) > 1 or any(g.info.cached for g in groups.values())
         trace = self.trace
         if trace is not None:
             rec = self._round = trace._begin_round()
@@ -887,7 +889,8 @@ class Run:
 
     def end_round(self) -> None:
         """After delivery: resume the woken tasks in the order they began to wait."""
-        self._woken.sort(key=_since)
+        if self._sort_woken:
+            self._woken.sort(key=_since)
         rec = self._round
         if rec is not None and self.trace is not None:
             rec.seconds = self.trace._now() - rec.start
@@ -978,6 +981,7 @@ class Run:
             if result.__class__ is _GeneratorType:
                 if rec is not None:
                     rec.layered = True
+                self._sort_woken = True
                 # A batch generator runs just before the first generator that
                 # waits on its batch (so, in program order too).
                 self._woken.append([result, contextvars.copy_context(), None, call, 0, None, False,
