@@ -83,7 +83,8 @@ _SCALAR: Any = object()  # join.keys for ``settled(single_item)``
 # sink   who gets the task's result: a Join, Root, SharedGenerator or Call
 # index  the slot of the sink that the result fills
 # value  what to send (or, if failed, throw) into gen when it next runs
-# failed whether value is an exception to throw
+# failed whether value is an exception to throw; _PENDING when value is what
+#        gen already yielded (its first yield, taken when ``_join`` started it)
 # since  when the task began to wait (a counter): after a round, woken tasks
 #        resume in that order, i.e. in the order they ran in the round before
 #
@@ -93,6 +94,8 @@ _SCALAR: Any = object()  # join.keys for ``settled(single_item)``
 Task = list
 GEN, CTX, STACK, SINK, INDEX, VALUE, FAILED, SINCE = 0, 1, 2, 3, 4, 5, 6, 7
 _since = itemgetter(7)
+_PENDING: Any = object()  # ``failed`` of a task whose ``value`` is a yield still to take up
+_gen_send = types.GeneratorType.send
 _gen_of = itemgetter(0)
 
 
@@ -445,7 +448,10 @@ class Run:
                 try:
                     # The unbound send/throw spare a bound-method object per step.
                     if failed:
-                        y = ctx.run(gen_throw, gen, value)
+                        if failed is _PENDING:  # its first yield, taken when _join started it
+                            y = value
+                        else:
+                            y = ctx.run(gen_throw, gen, value)
                     else:
                         y = ctx.run(gen_send, gen, value)
                 except StopIteration as stop:
@@ -496,7 +502,9 @@ class Run:
                         task[7] = clock
                         break
                     if cls is not GenResult:
+                        self._clock = clock  # _join may stamp tasks too
                         outcome = self._yield_other(task, y, cls, info)
+                        clock = self._clock
                         if outcome is None:
                             # Parked until what it waits on resolves.
                             clock += 1
@@ -745,6 +753,14 @@ class Run:
             group.targets.append((join, 0, n))
             return None
         children: list[list[Any]] = []
+        # Generators are started right here, each up to its first yield, as
+        # long as every one before it stopped at an operation: their
+        # operations are queued after the structure's own (``parked``), which
+        # is the order in which running them from the ready stack would queue
+        # them, without the trip through it.  The first one that yields
+        # something else, and all after it, run from the ready stack instead.
+        parked: list[tuple[Group, Any, list[Any]]] = []
+        eager = True
         outer: list[tuple[Join, Any, Any, int]] = []  # enclosing levels to go back to
         run_group: Group | None = None
         run_start = 0
@@ -756,6 +772,8 @@ class Run:
                     run_group = None
                 done = join.remaining == 0
                 if not outer:
+                    if parked:
+                        self._queue_parked(parked)
                     if children:
                         if len(children) > 1 and len(set(map(id, map(_gen_of, children)))) < len(
                                 children):
@@ -776,10 +794,36 @@ class Run:
                 if run_group is not None:
                     run_group.targets.append((join, run_start, i - run_start))
                     run_group = None
-                if not (item.gi_suspended or item.gi_frame is None):
+                if item.gi_suspended or item.gi_frame is None:
+                    _set_slot(join, i, _reuse_error(gen, item, True), True)
+                elif not eager:
                     children.append([item, ctx.copy(), None, join, i, None, False, 0])
                 else:
-                    _set_slot(join, i, _reuse_error(gen, item, True), True)
+                    child = [item, ctx.copy(), None, join, i, None, False, 0]
+                    try:
+                        y = child[1].run(_gen_send, item, None)
+                    except StopIteration as stop:
+                        _set_slot(join, i, stop.value, False)
+                    except Exception as exc:
+                        _set_slot(join, i, exc, True)
+                    except BaseException:
+                        self._running = child
+                        self._queue_parked(parked)
+                        raise
+                    else:
+                        yc = y.__class__
+                        g = groups.get(yc)
+                        if g is None:
+                            yinfo = infos.get(yc)
+                            if yinfo is not None and yinfo.fast:
+                                g = groups[yc] = Group(yc, yinfo, yc)
+                        if g is not None:
+                            parked.append((g, y, child))
+                        else:  # anything but a plain operation: taken up by drain()
+                            child[5] = y
+                            child[6] = _PENDING
+                            children.append(child)
+                            eager = False
                 i += 1
                 continue
             group = groups.get(c)
@@ -827,6 +871,16 @@ class Run:
             if outcome is not None:
                 _set_slot(join, i, outcome[0], outcome[1])
             i += 1
+
+    def _queue_parked(self, parked: list[tuple[Group, Any, list[Any]]]) -> None:
+        """Queue the operations that eagerly started generators stopped at."""
+        clock = self._clock
+        for group, op, child in parked:
+            group.ops.append(op)
+            group.targets.append(child)
+            clock += 1
+            child[7] = clock
+        self._clock = clock
 
     def _drop_repeats(self, children: list[list[Any]], gen: Any, top: Join) -> list[list[Any]]:
         """The same fresh generator twice in one structure: only the first runs it."""
