@@ -18,7 +18,10 @@ One round is two phases:
    each until it waits on something.  A task that finishes fills its waiter's
    slot at once, so a parent whose children are pure logic is resumed in the
    same round.  The stack is LIFO with wake-ups pushed in reverse, so tasks
-   run in program order: earlier roots and siblings first, depth first.
+   run in program order: earlier roots and siblings first, depth first.  (A
+   yielded structure starts its generators in place, each up to its first
+   operation, while every one before it stopped at an operation: the same
+   order, without a trip through the stack for the common fan-out.)
 2. **Dispatch**: when nothing is runnable, every operation queued during the
    step is grouped by ``(type(op), op.batch_key())`` (groups in order of their
    first operation, operations in yield order), each group is deduplicated
