@@ -6,6 +6,7 @@ import asyncio
 import concurrent.futures
 import contextvars
 import inspect
+import time
 from collections import deque
 from collections.abc import Awaitable, Generator, Iterable, Iterator
 from typing import Any, TypeVar, overload
@@ -209,17 +210,18 @@ def _iterate(run: Run, driver: _SyncDriver, it: Iterator[Any], window: int,
     # most ``window`` of them are unfinished; finished ones wait behind a slow
     # head, but never more than ``window`` of them, so memory stays O(window).
     inflight: deque[Root] = deque()
-    state = {"exhausted": False}
+    exhausted = False
     finished = False
 
     def refill() -> int:
+        nonlocal exhausted
         unfinished = sum(1 for r in inflight if not r.done)
         pulled = 0
-        while not state["exhausted"] and unfinished < window and len(inflight) < 2 * window:
+        while not exhausted and unfinished < window and len(inflight) < 2 * window:
             try:
                 x = next(it)
             except StopIteration:
-                state["exhausted"] = True
+                exhausted = True
                 break
             inflight.append(run.add_root(x, False))
             unfinished += 1
@@ -283,7 +285,7 @@ async def _drive_async(run: Run, max_concurrency: int | None) -> None:
                     raise
                 except BaseException as err:
                     exc = err
-                call.t1 = _now()
+                call.t1 = time.perf_counter()
             return result, exc
         finally:
             if semaphore is not None:
@@ -349,12 +351,6 @@ async def _drive_async(run: Run, max_concurrency: int | None) -> None:
         run.abort(failure)
         raise failure
     run.finish()
-
-
-def _now() -> float:
-    import time
-
-    return time.perf_counter()
 
 
 async def execute_async(x: Any, *, cache: OperationCache | None = None,

@@ -1001,8 +1001,6 @@ class Run:
         owner: Any = group.owner
         trace = self.trace
         if trace is not None:
-            import threading
-
             call.record = BatchRecord(
                 operation=owner, name=group.info.name if owner is group.info.cls
                 else type(owner).__qualname__, key=_display_key(group),

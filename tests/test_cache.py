@@ -9,47 +9,14 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import pytest
+from opkit import CACHED, EQ, Blob, Gen, _eq, _hash, fail_bad, gen_get  # noqa: F401
 
 import batch
 from batch import OperationCache
-
-Gen = Generator[Any, Any, Any]
-
-
-def _eq(self: Any, other: Any) -> bool:
-    return type(other) is type(self) and other.key == self.key
-
-
-def _hash(self: Any) -> int:
-    return hash(self.key)
-
-
-# ``recorder.op(name, **CACHED)``: equal by key, results cached.
-CACHED: dict[str, Any] = {"__eq__": _eq, "__hash__": _hash, "cache_results": True}
-
-
-class Blob:
-    """A result object with identity (to check that waiters share one)."""
-
-    def __init__(self, key: Any) -> None:
-        self.key = key
-
-
-def fail_bad(key: Any) -> Any:
-    """Answer ``key`` upper-cased; a key starting with "bad" fails with a ValueError."""
-    if str(key).startswith("bad"):
-        return ValueError(f"no row {key}")
-    return str(key).upper()
-
-
-def gen_get(op: Any) -> Gen:
-    return (yield op)
-
 
 # -- within one execution ------------------------------------------------------
 

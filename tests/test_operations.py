@@ -7,49 +7,13 @@ rounds and what each generator got back.  Caching is in ``test_cache.py``,
 
 from __future__ import annotations
 
-from collections.abc import Generator
 from typing import Any
 
 import pytest
+from opkit import CACHED, EQ, Blob, Gen, _eq, _hash, fail_bad, gen_get  # noqa: F401
 
 import batch
 from batch._errors import BatchSettingError
-
-Gen = Generator[Any, Any, Any]
-
-
-def _eq(self: Any, other: Any) -> bool:
-    return type(other) is type(self) and other.key == self.key
-
-
-def _hash(self: Any) -> int:
-    return hash(self.key)
-
-
-# ``recorder.op(name, **EQ)``: operations equal when their keys are equal.
-EQ: dict[str, Any] = {"__eq__": _eq, "__hash__": _hash}
-
-
-class Blob:
-    """A result object with identity (to check that waiters share one)."""
-
-    def __init__(self, key: Any) -> None:
-        self.key = key
-
-    def __repr__(self) -> str:
-        return f"Blob({self.key!r})"
-
-
-def fail_bad(key: Any) -> Any:
-    """Answer ``key`` upper-cased; a key starting with "bad" fails with a ValueError."""
-    if str(key).startswith("bad"):
-        return ValueError(f"no row {key}")
-    return str(key).upper()
-
-
-def gen_get(op: Any) -> Gen:
-    return (yield op)
-
 
 # -- dedupe ------------------------------------------------------------------
 
