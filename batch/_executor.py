@@ -932,6 +932,7 @@ class Run:
         groups = self._groups
         self._groups = {}
         self.rounds += 1
+        self.hook = _hooks.current()  # an override entered mid-execution applies from here
         # One group wakes its waiters in the order they began to wait already
         # (its targets were queued in that order); several groups, cached
         # followers or a batch generator need the sort in ``end_round``.
