@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from ._operation import BatchableOperation
@@ -20,13 +21,29 @@ class InFlight:
     event loop) in ``foreign``.  ``owner`` is the execution that sent it.
     """
 
-    __slots__ = ("owner", "followers", "foreign")
+    __slots__ = ("owner", "followers", "foreign", "lock")
 
     def __init__(self, owner: Any) -> None:
         self.owner: Any = owner
         self.followers: list[Any] = []
-        # Waiters of other executions sharing the cache: (run, target, op, info).
-        self.foreign: list[Any] = []
+        # Waiters of other executions sharing the cache: (run, target, op, info);
+        # None once the owner answered.  Other threads touch it: under ``lock``.
+        self.foreign: list[Any] | None = []
+        self.lock = threading.Lock()
+
+    def wait(self, run: Any, target: Any, op: Any, info: Any) -> bool:
+        """Register another execution's waiter; False if the answer is already out."""
+        with self.lock:
+            if self.foreign is None:
+                return False
+            self.foreign.append((run, target, op, info))
+            return True
+
+    def close(self) -> list[Any]:
+        """The owner answers (or gives up): the waiters to tell, once."""
+        with self.lock:
+            foreign, self.foreign = self.foreign, None
+        return foreign or []
 
 
 class OperationCache:

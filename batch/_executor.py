@@ -685,12 +685,13 @@ class Run:
                     if entry.owner is self:
                         entry.followers.append(target)
                         return None
-                    if self._may_wait_on(entry.owner):
-                        entry.foreign.append((self, target, op, info))
+                    if self._may_wait_on(entry.owner) and entry.wait(self, target, op, info):
                         self._foreign += 1
                         self._foreign_targets.append(target)
                         return None
-                else:
+                    # Answered (or dropped) meanwhile: look again.
+                    entry = data.get((cls, op), MISSING)
+                if entry is not MISSING and entry.__class__ is not InFlight:
                     self.cache_hits += 1
                     return entry, isinstance(entry, Exception)
         if info.uses_batcher:
@@ -1155,7 +1156,7 @@ class Run:
             if marker.followers:
                 followers = marker.followers
                 self._deliver_targets(followers, [value] * len(followers))
-            for run, target, _, _ in marker.foreign:
+            for run, target, _, _ in marker.close():
                 run._post(("value", target, value, None))
 
     def _deliver_targets(self, targets: list[Any], results: list[Any]) -> None:
@@ -1343,7 +1344,7 @@ class Run:
             for op, marker in zip(d.uniq, d.markers):
                 if data.get((cls, op)) is marker:
                     del data[(cls, op)]
-                for run, target, waited, info in marker.foreign:
+                for run, target, waited, info in marker.close():
                     run._post(("retry", target, waited, info))
 
     def _suspended_tasks(self) -> list[list[Any]]:
