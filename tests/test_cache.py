@@ -536,3 +536,41 @@ def test_a_waiter_sends_the_operation_itself_when_the_sender_is_cancelled() -> N
 
     assert asyncio.run(main()) == (40, 40)
     assert _Slow.calls == [4, 4]  # the cancelled call, then the waiter's own
+
+
+@dataclass(frozen=True)
+class Jittery(batch.BatchableOperation[int]):
+    n: int
+    cache_results = True
+
+    @classmethod
+    def run_batch(cls, operations: list[Jittery]) -> list[int]:
+        time.sleep(0.0005 * (operations[0].n % 3))
+        return [op.n * 10 for op in operations]
+
+
+def test_many_threads_sharing_a_cache_all_get_their_answers() -> None:
+    # Executions overlap in every way: waiting on each other's in-flight
+    # operations, answered as they register, or hitting the cache.  Each
+    # must get the right answer, and none may hang (timeout= fails it).
+    cache = batch.OperationCache()
+    errors: list[BaseException] = []
+
+    def worker(seed: int) -> None:
+        try:
+            for i in range(40):
+                keys = [(seed * 7 + i * 3 + k) % 12 for k in range(3)]
+                got = batch.execute([Jittery(k) for k in keys], cache=cache, timeout=10)
+                assert got == [k * 10 for k in keys]
+                if i % 10 == 9:
+                    cache.clear()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(s,)) for s in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not any(t.is_alive() for t in threads)
+    assert errors == []
