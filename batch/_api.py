@@ -12,7 +12,8 @@ from collections.abc import Awaitable, Generator, Iterable, Iterator
 from typing import Any, TypeVar, overload
 
 from ._cache import OperationCache
-from ._executor import Call, Root, RootFailure, Run
+from ._executor import Run
+from ._nodes import Call, Root, RootFailure
 from ._operation import BatchableOperation
 from ._trace import Trace
 

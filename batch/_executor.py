@@ -37,6 +37,9 @@ proportional to the work done in it, not to the number of live generators.
 Errors travel the same paths as values with a ``failed`` flag: a failed
 child is thrown into its parent at the ``yield``; a join waits for all of its
 slots and then throws the failure that comes first in its structure.
+
+The structures (task layout, joins, groups, dispatches) are in ``_nodes.py``;
+finding suspended generators and cycles when things stop, in ``_teardown.py``.
 """
 
 from __future__ import annotations
@@ -45,10 +48,8 @@ import contextvars
 import logging
 import threading
 import time
-import types
 from collections import deque
 from collections.abc import Awaitable, Hashable
-from operator import itemgetter
 from typing import Any
 
 from . import _hooks
@@ -58,283 +59,51 @@ from ._errors import (
     BatchResultError,
     CycleError,
     GeneratorReusedError,
-    YieldTypeError,
     describe_generator,
+)
+from ._nodes import (
+    CTX,
+    GEN,
+    GEN_SEND,
+    INDEX,
+    PENDING,
+    SCALAR,
+    SINCE,
+    SINK,
+    STACK,
+    VALUE,
+    Call,
+    DedupeOps,
+    Dispatch,
+    GeneratorType,
+    Group,
+    Join,
+    Root,
+    Task,
+    by_since,
+    chunks,
+    display_key,
+    gen_of,
+    name_of,
+    open_join,
+    owner_name,
+    requested_count,
+    reuse_error,
+    root_gen,
+    set_slot,
+    settled_target,
+    unhashable_error,
+    yield_error,
+    yieldable,
 )
 from ._operation import BatchableOperation, Batcher, GenResult, OpInfo, Settled, is_sequence_result
 from ._sharing import DONE, NEW, RUNNING, SharedGenerator
+from ._teardown import climb, find_cycle, shared_name, suspended_tasks
 from ._trace import BatchRecord, RoundRecord, Trace
 
-__all__ = ["Run", "Root", "RootFailure"]
+__all__ = ["Run"]
 
 log = logging.getLogger("batch")
-
-_GeneratorType = types.GeneratorType
-_SCALAR: Any = object()  # join.keys for ``settled(single_item)``
-
-
-# A task is a chain of generators run one at a time.  It is a plain list,
-# not a class instance, because one is made for every generator that runs
-# beside its siblings, and a list display costs a fraction of an __init__:
-#
-#     [gen, ctx, stack, sink, index, value, failed, since]
-#
-# gen    the active (top) generator; None once the task finished
-# ctx    gen's contextvars.Context
-# stack  the suspended parents of gen in this chain, flat: [gen0, ctx0, gen1,
-#        ctx1, ...] (no tuple per level: fewer objects for the GC to track), or None
-# sink   who gets the task's result: a Join, Root, SharedGenerator or Call
-# index  the slot of the sink that the result fills
-# value  what to send (or, if failed, throw) into gen when it next runs
-# failed whether value is an exception to throw; _PENDING when value is what
-#        gen already yielded (its first yield, taken when ``_join`` started it)
-# since  when the task began to wait (a counter): after a round, woken tasks
-#        resume in that order, i.e. in the order they ran in the round before
-#
-# The ready stack holds tasks themselves; a wake-up writes value/failed into
-# the task rather than allocating a (task, value, failed) tuple.  Hot loops
-# index tasks with literal ints; the names below are for the rest.
-Task = list
-GEN, CTX, STACK, SINK, INDEX, VALUE, FAILED, SINCE = 0, 1, 2, 3, 4, 5, 6, 7
-_since = itemgetter(7)
-_PENDING: Any = object()  # ``failed`` of a task whose ``value`` is a yield still to take up
-_gen_send = types.GeneratorType.send
-_gen_of = itemgetter(0)
-
-
-class Join:
-    """A yielded structure being filled in; ``remaining`` slots to go."""
-
-    __slots__ = ("values", "remaining", "sink", "index", "keys", "first_error", "settled")
-
-    values: list[Any]
-    remaining: int
-    sink: Any
-    index: int
-    keys: Any
-    first_error: int
-    settled: bool
-
-    def result(self) -> tuple[Any, bool]:
-        """The structure's value, or its first failure in structure order."""
-        if self.first_error >= 0 and not self.settled:
-            return self.values[self.first_error], True
-        keys = self.keys
-        if keys is None:
-            return self.values, False
-        if keys is _SCALAR:
-            return self.values[0], False
-        return dict(zip(keys, self.values)), False
-
-
-class Root:
-    """Where a root's result lands."""
-
-    __slots__ = ("value", "failed", "done", "raise_at_once")
-
-    def __init__(self, raise_at_once: bool) -> None:
-        self.value: Any = None
-        self.failed = False
-        self.done = False
-        self.raise_at_once = raise_at_once
-
-    def resolve(self, run: Run, index: int, value: Any, failed: bool) -> None:
-        self.value = value
-        self.failed = failed
-        self.done = True
-        if failed and self.raise_at_once:
-            raise RootFailure(value)
-
-
-class RootFailure(BaseException):
-    """Internal: unwinds the executor when an exception reaches a root."""
-
-    def __init__(self, exc: BaseException) -> None:
-        super().__init__()
-        self.exc = exc
-
-
-class Group:
-    """The operations of one round that go to the same ``run_batch``."""
-
-    __slots__ = ("key", "info", "owner", "ops", "targets")
-
-    def __init__(self, key: Hashable, info: OpInfo, owner: Any) -> None:
-        self.key = key
-        self.info = info
-        self.owner = owner  # the operation class, or a seed Batcher
-        self.ops: list[Any] = DedupeOps() if info.dedupe else []
-        # One entry per run of operations: a Task (one op, scalar yield), or
-        # (join, offset, count) for ``count`` consecutive ops of one join.
-        self.targets: list[Any] = []
-
-
-class DedupeOps(list):  # type: ignore[type-arg]
-    """The operations of a deduplicating group: each distinct one kept once.
-
-    Deduplicating as operations are queued (not when the round is sent)
-    means the repeats are freed at once: a round of a million equal reads
-    holds one operation, not a million for the garbage collector to scan.
-    ``positions[i]`` is the index in this list of the i-th operation yielded;
-    an unhashable operation gets ``-1 - k``, ``k`` indexing ``unhashable``.
-    """
-
-    __slots__ = ("seen", "positions", "unhashable")
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen: dict[Any, int] = {}
-        self.positions: list[int] = []
-        self.unhashable: list[tuple[Any, BaseException]] = []
-
-    def append(self, op: Any) -> None:
-        index = self.seen
-        try:
-            i = index.get(op)
-            if i is None:
-                i = index[op] = len(index)
-                list.append(self, op)
-        except TypeError as exc:
-            self.unhashable.append((op, exc))
-            i = -len(self.unhashable)
-        self.positions.append(i)
-
-    def extend(self, ops: Any) -> None:
-        index = self.seen
-        get = index.get
-        add = self.positions.append
-        keep = super().append
-        for op in ops:
-            try:
-                i = get(op)
-                if i is None:
-                    i = index[op] = len(index)
-                    keep(op)
-            except TypeError as exc:
-                self.unhashable.append((op, exc))
-                i = -len(self.unhashable)
-            add(i)
-
-
-class Dispatch:
-    """A group being sent: its unique operations, chunks and results."""
-
-    __slots__ = ("group", "uniq", "positions", "results", "pending", "whole", "markers", "calls")
-
-    def __init__(self, group: Group) -> None:
-        self.group = group
-        self.calls: list[Call] = []
-        self.uniq: list[Any] = group.ops
-        self.positions: list[int] | None = None
-        self.results: list[Any] = []
-        self.pending = 0
-        self.whole: set[int] = set()  # ids of exceptions that failed a whole call
-        self.markers: list[Any] | None = None
-
-
-class Call:
-    """One ``run_batch`` call: a chunk ``[start:stop)`` of a dispatch."""
-
-    __slots__ = ("dispatch", "start", "stop", "ops", "record", "t0", "t1")
-
-    def __init__(self, dispatch: Dispatch, start: int, stop: int, ops: list[Any]) -> None:
-        self.dispatch = dispatch
-        self.start = start
-        self.stop = stop
-        self.ops = ops
-        self.record: BatchRecord | None = None
-        self.t0 = 0.0
-        self.t1 = 0.0
-
-    def resolve(self, run: Run, index: int, value: Any, failed: bool) -> None:
-        """A layered ``run_batch`` generator finished."""
-        run._accept(self, value, value if failed else None)
-
-
-def _root_gen(value: Any) -> Any:
-    return (yield value)
-
-
-_ROOT_CODE = _root_gen.__code__
-
-
-def _name_of(gen: Any) -> str:
-    if getattr(gen, "gi_code", None) is _ROOT_CODE:
-        return "the value passed to execute()"
-    return describe_generator(gen)
-
-
-def _reuse_error(gen: Any, item: Any, in_structure: bool = False) -> GeneratorReusedError:
-    """``gen`` yielded ``item``, a generator object that another waiter has (had)."""
-    if in_structure:
-        state = "was already started or yielded elsewhere"
-    else:
-        state = "is finished" if item.gi_frame is None else "is already running or waited on"
-    return GeneratorReusedError(
-        f"{_name_of(gen)} yielded {item.__qualname__}, a generator object that {state}; a "
-        f"generator object can be yielded only once, by one waiter. To let several generators "
-        f"wait on it, wrap it once: shared = batch.SharedGenerator({item.__qualname__}(...)), "
-        f"and yield shared.gen() in each"
-    )
-
-
-def _yieldable(value: Any) -> bool:
-    return isinstance(value, (BatchableOperation, _GeneratorType, list, tuple, dict, Settled,
-                              SharedGenerator))
-
-
-def _yield_error(gen: Any, value: Any, where: str = "") -> YieldTypeError:
-    kind = type(value).__qualname__
-    hint = ""
-    if value is None:
-        hint = " (a bare `yield` yields None; to finish, use `return value`)"
-    elif isinstance(value, Awaitable):
-        hint = " (a coroutine cannot be yielded; make run_batch async instead, with execute_async)"
-    return YieldTypeError(
-        f"{_name_of(gen)} yielded {where}{kind}{hint}; a batch generator may yield a "
-        f"BatchableOperation, a generator, a list/tuple/dict of those, settled(...), a "
-        f"SharedGenerator, or GenResult(value)"
-    )
-
-
-def _open_join(struct: Any, sink: Any, index: int, settled: Any) -> tuple[Any, Any, Any]:
-    """A new Join for ``struct``, with its items and keys; (None, empty result, None) if empty."""
-    if isinstance(struct, dict):
-        keys: Any = list(struct)
-        items = list(struct.values())
-        if not items:
-            return None, {}, None
-    else:
-        keys = _SCALAR if settled is _SCALAR else None
-        items = struct
-        if not items:
-            return None, [], None
-    join = Join()
-    join.values = [None] * len(items)
-    join.remaining = len(items)
-    join.sink = sink
-    join.index = index
-    join.keys = keys
-    join.first_error = -1
-    join.settled = settled is not False
-    return join, items, keys
-
-
-def _set_slot(join: Join, i: int, value: Any, failed: bool) -> None:
-    """Fill a slot of a join that is still being built (it cannot complete here)."""
-    join.values[i] = value
-    if failed and (join.first_error < 0 or i < join.first_error):
-        join.first_error = i
-    join.remaining -= 1
-
-
-def _settled_target(item: Settled) -> tuple[Any, Any]:
-    """What ``settled(x)`` waits on, and in which mode: a structure, or one item."""
-    inner = item.value
-    if isinstance(inner, (list, tuple, dict)):
-        return inner, True
-    return [inner], _SCALAR
-
 
 class Run:
     """One execution: the roots it was given, its cache, trace and state."""
@@ -390,7 +159,7 @@ class Run:
     def add_root(self, x: Any, raise_at_once: bool = True) -> Root:
         """Queue ``x`` (generator, operation or structure) as a root."""
         root = Root(raise_at_once)
-        if type(x) is _GeneratorType:
+        if type(x) is GeneratorType:
             if id(x) in self._root_gens:
                 raise GeneratorReusedError(
                     f"{describe_generator(x)} was given twice as a root; a generator object "
@@ -405,7 +174,7 @@ class Run:
             self._root_gens[id(x)] = x
             gen = x
         elif isinstance(x, (BatchableOperation, list, tuple, dict, Settled, SharedGenerator)):
-            gen = _root_gen(x)
+            gen = root_gen(x)
         else:
             raise TypeError(
                 f"execute() takes a batch generator, a BatchableOperation, or a "
@@ -425,10 +194,10 @@ class Run:
         pop = ready.pop
         groups = self._groups
         infos = self._infos
-        GenType = _GeneratorType
+        GenType = GeneratorType
         JoinType = Join
-        gen_send = _GeneratorType.send
-        gen_throw = _GeneratorType.throw
+        gen_send = GeneratorType.send
+        gen_throw = GeneratorType.throw
         clock = self._clock
         # Layout of a task: [gen, ctx, stack, sink, index] (see ``Task``).
         while True:
@@ -451,7 +220,7 @@ class Run:
                 try:
                     # The unbound send/throw spare a bound-method object per step.
                     if failed:
-                        if failed is _PENDING:  # its first yield, taken when _join started it
+                        if failed is PENDING:  # its first yield, taken when _join started it
                             y = value
                         else:
                             y = ctx.run(gen_throw, gen, value)
@@ -582,12 +351,12 @@ class Run:
     def _reused(self, task: list[Any], y: Any) -> BaseException:
         chain = [task[GEN], *(task[STACK] or ())[0::2]]
         if any(g is y for g in chain):
-            names = " -> ".join(_name_of(g) for g in reversed(chain))
+            names = " -> ".join(name_of(g) for g in reversed(chain))
             return CycleError(
-                f"{_name_of(task[GEN])} yielded a generator it is itself waiting on "
+                f"{name_of(task[GEN])} yielded a generator it is itself waiting on "
                 f"({names}); generators cannot wait on their own result"
             )
-        return _reuse_error(task[GEN], y)
+        return reuse_error(task[GEN], y)
 
     def _yield_other(self, task: list[Any], y: Any, cls: type,
                      info: OpInfo | None) -> tuple[Any, bool] | None:
@@ -606,14 +375,14 @@ class Run:
         if isinstance(y, (list, tuple, dict)):
             return self._join(y, task, 0, task[CTX], False, task[GEN])
         if isinstance(y, Settled):
-            target, mode = _settled_target(y)
-            if mode is _SCALAR and not _yieldable(target[0]):
+            target, mode = settled_target(y)
+            if mode is SCALAR and not yieldable(target[0]):
                 # settled() never raises: the mistake comes back in place.
-                return _yield_error(task[GEN], target[0], "settled() of "), False
+                return yield_error(task[GEN], target[0], "settled() of "), False
             return self._join(target, task, 0, task[CTX], mode, task[GEN])
         if isinstance(y, SharedGenerator):
             return self._wait_shared(y, task, 0, task[CTX])
-        return _yield_error(task[GEN], y), True
+        return yield_error(task[GEN], y), True
 
     def _may_wait_on(self, other: Run) -> bool:
         """Whether this execution may wait for ``other``'s answer without deadlock.
@@ -679,7 +448,7 @@ class Run:
             try:
                 entry = data.get((cls, op), MISSING)
             except TypeError as exc:
-                return _unhashable(info, exc), True
+                return unhashable_error(info, exc), True
             if entry is not MISSING:
                 if entry.__class__ is InFlight:
                     if entry.owner is self:
@@ -740,7 +509,7 @@ class Run:
         with an explicit stack, so operations are queued in the order they
         appear and no nesting depth can exhaust the Python stack.
         """
-        join, items, keys = _open_join(struct, sink, index, settled)
+        join, items, keys = open_join(struct, sink, index, settled)
         if join is None:
             return items, False  # empty: ``items`` is the empty result
         groups = self._groups
@@ -779,7 +548,7 @@ class Run:
                     if parked:
                         self._queue_parked(parked)
                     if children:
-                        if len(children) > 1 and len(set(map(id, map(_gen_of, children)))) < len(
+                        if len(children) > 1 and len(set(map(id, map(gen_of, children)))) < len(
                                 children):
                             children = self._drop_repeats(children, gen, join)
                         self._woken.extend(children)
@@ -789,27 +558,27 @@ class Run:
                 parent, items, keys, i = outer.pop()
                 n = len(items)
                 if done:
-                    _set_slot(parent, i - 1, value, failed)
+                    set_slot(parent, i - 1, value, failed)
                 join = parent
                 continue
             item = items[i]
             c = item.__class__
-            if c is _GeneratorType:
+            if c is GeneratorType:
                 if run_group is not None:
                     run_group.targets.append((join, run_start, i - run_start))
                     run_group = None
                 if item.gi_suspended or item.gi_frame is None:
-                    _set_slot(join, i, _reuse_error(gen, item, True), True)
+                    set_slot(join, i, reuse_error(gen, item, True), True)
                 elif not eager:
                     children.append([item, ctx.copy(), None, join, i, None, False, 0])
                 else:
                     child = [item, ctx.copy(), None, join, i, None, False, 0]
                     try:
-                        y = child[1].run(_gen_send, item, None)
+                        y = child[1].run(GEN_SEND, item, None)
                     except StopIteration as stop:
-                        _set_slot(join, i, stop.value, False)
+                        set_slot(join, i, stop.value, False)
                     except Exception as exc:
-                        _set_slot(join, i, exc, True)
+                        set_slot(join, i, exc, True)
                     except BaseException:
                         self._running = child
                         self._queue_parked(parked)
@@ -825,7 +594,7 @@ class Run:
                             parked.append((g, y, child))
                         else:  # anything but a plain operation: taken up by drain()
                             child[5] = y
-                            child[6] = _PENDING
+                            child[6] = PENDING
                             children.append(child)
                             eager = False
                 i += 1
@@ -857,15 +626,15 @@ class Run:
             elif isinstance(item, (list, tuple, dict)):
                 nested = item
             elif isinstance(item, Settled):
-                nested, nested_settled = _settled_target(item)
+                nested, nested_settled = settled_target(item)
             elif isinstance(item, SharedGenerator):
                 outcome = self._wait_shared(item, join, i, ctx)
             else:
-                place = f"key {keys[i]!r}" if keys not in (None, _SCALAR) else f"index {i}"
+                place = f"key {keys[i]!r}" if keys not in (None, SCALAR) else f"index {i}"
                 where = f"a {type(struct).__qualname__} containing, at {place}, "
-                outcome = _yield_error(gen, item, where), True
+                outcome = yield_error(gen, item, where), True
             if nested is not None:
-                inner, inner_items, inner_keys = _open_join(nested, join, i, nested_settled)
+                inner, inner_items, inner_keys = open_join(nested, join, i, nested_settled)
                 if inner is None:
                     outcome = inner_items, False
                 else:
@@ -873,7 +642,7 @@ class Run:
                     join, items, keys, i, n = inner, inner_items, inner_keys, 0, len(inner_items)
                     continue
             if outcome is not None:
-                _set_slot(join, i, outcome[0], outcome[1])
+                set_slot(join, i, outcome[0], outcome[1])
             i += 1
 
     def _queue_parked(self, parked: list[tuple[Group, Any, list[Any]]]) -> None:
@@ -896,10 +665,10 @@ class Run:
                 # completes fills its enclosing slot in turn, up to ``top``
                 # (whose result the caller takes).
                 sink, index = child[SINK], child[INDEX]
-                value: Any = _reuse_error(gen, child[GEN], True)
+                value: Any = reuse_error(gen, child[GEN], True)
                 failed = True
                 while True:
-                    _set_slot(sink, index, value, failed)
+                    set_slot(sink, index, value, failed)
                     if sink.remaining or sink is top:
                         break
                     value, failed = sink.result()
@@ -949,7 +718,7 @@ class Run:
     def end_round(self) -> None:
         """After delivery: resume the woken tasks in the order they began to wait."""
         if self._sort_woken:
-            self._woken.sort(key=_since)
+            self._woken.sort(key=by_since)
         rec = self._round
         if rec is not None and self.trace is not None:
             rec.seconds = self.trace._now() - rec.start
@@ -982,7 +751,7 @@ class Run:
         if not uniq:  # every operation failed before sending (unhashable)
             self._deliver(d)
             return d
-        bounds, failures = _chunks(info, uniq)
+        bounds, failures = chunks(info, uniq)
         d.pending = len(bounds) + len(failures)
         if len(bounds) == 1 and not failures:
             calls = [Call(d, 0, len(uniq), uniq)]
@@ -1005,8 +774,8 @@ class Run:
         if trace is not None:
             call.record = BatchRecord(
                 operation=owner, name=group.info.name if owner is group.info.cls
-                else type(owner).__qualname__, key=_display_key(group),
-                size=len(call.ops), requested=_requested(call), start=trace._now(),
+                else type(owner).__qualname__, key=display_key(group),
+                size=len(call.ops), requested=requested_count(call), start=trace._now(),
                 thread=threading.get_ident())
         call.t0 = time.perf_counter()
         try:
@@ -1035,7 +804,7 @@ class Run:
                 self._round.batches.append(rec)
         if exc is None:
             owner = call.dispatch.group.owner
-            if result.__class__ is _GeneratorType:
+            if result.__class__ is GeneratorType:
                 if rec is not None:
                     rec.layered = True
                 self._sort_woken = True
@@ -1069,7 +838,7 @@ class Run:
             if result.__class__ is not list:
                 if not is_sequence_result(result):
                     exc = BatchResultError(
-                        f"{_owner_name(d.group)} returned {type(result).__qualname__}, not a "
+                        f"{owner_name(d.group)} returned {type(result).__qualname__}, not a "
                         f"sequence; it must return a list with one result per operation, in "
                         f"the same order"
                     )
@@ -1077,7 +846,7 @@ class Run:
                     result = list(result)
             if exc is None and len(result) != n:
                 exc = BatchResultError(
-                    f"{_owner_name(d.group)} returned {len(result)} results for {n} "
+                    f"{owner_name(d.group)} returned {len(result)} results for {n} "
                     f"operations; it must return one result per operation, in the same order"
                 )
         rec = call.record
@@ -1095,11 +864,11 @@ class Run:
                 rec.failed = sum(1 for r in result if isinstance(r, Exception))
         if log.isEnabledFor(logging.DEBUG):
             if exc is None:
-                log.debug("batch %s key=%r size=%d seconds=%.6f", _owner_name(d.group),
-                          _display_key(d.group), n, call.t1 - call.t0)
+                log.debug("batch %s key=%r size=%d seconds=%.6f", owner_name(d.group),
+                          display_key(d.group), n, call.t1 - call.t0)
             else:
                 log.debug("batch %s key=%r size=%d seconds=%.6f error=%s: %s",
-                          _owner_name(d.group), _display_key(d.group), n, call.t1 - call.t0,
+                          owner_name(d.group), display_key(d.group), n, call.t1 - call.t0,
                           type(exc).__name__, exc)
         d.pending -= 1
         if d.pending == 0:
@@ -1136,7 +905,7 @@ class Run:
             ops = d.group.ops
             if ops.__class__ is DedupeOps and ops.unhashable:
                 info = d.group.info
-                errors = [_unhashable(info, exc) for _, exc in ops.unhashable]
+                errors = [unhashable_error(info, exc) for _, exc in ops.unhashable]
                 results = [results[p] if p >= 0 else errors[-1 - p] for p in positions]
             else:
                 results = list(map(results.__getitem__, positions))
@@ -1224,37 +993,6 @@ class Run:
             return True
         return any(s._state == RUNNING and s._owner is self for s in self._shared)
 
-    def _climb(self, start: Any, stop_at_shared: bool) -> list[Any]:
-        """Everything that waits, directly or not, on ``start`` (a sink or target).
-
-        Returns the tasks met (and, with ``stop_at_shared``, the shared
-        generators at which the climb stopped instead of their waiters).
-        """
-        out: list[Any] = []
-        stack = [start]
-        seen: set[int] = set()
-        while stack:
-            x = stack.pop()
-            if id(x) in seen:
-                continue
-            seen.add(id(x))
-            cls = x.__class__
-            if cls is Task:
-                out.append(x)
-                stack.append(x[SINK])
-            elif cls is Join:
-                stack.append(x.sink)
-            elif cls is tuple:  # a (join, offset, count) op target
-                stack.append(x[0])
-            elif cls is Call:
-                stack.extend(reversed(x.dispatch.group.targets))
-            elif isinstance(x, SharedGenerator):
-                if stop_at_shared:
-                    out.append(x)
-                else:
-                    stack.extend(reversed([w for w, _ in x._waiters]))
-        return out
-
     def break_cycle(self) -> None:
         """Nothing can run, yet generators wait: they wait on each other."""
         running = [s for s in self._shared if s._state == RUNNING and s._owner is self]
@@ -1263,16 +1001,16 @@ class Run:
         waits: dict[int, list[tuple[SharedGenerator[Any], Any]]] = {}
         for b in running:
             for entry in b._waiters:
-                for a in self._climb(entry[0], stop_at_shared=True):
+                for a in climb(entry[0], stop_at_shared=True):
                     if isinstance(a, SharedGenerator):
                         waits.setdefault(id(a), []).append((b, entry))
-        cycle = _find_cycle(running, waits)
+        cycle = find_cycle(running, waits)
         if not cycle:
             raise BatchError(  # pragma: no cover  (the executor lost track of a generator)
                 "batch internal error: generators wait, but on nothing")
-        names = " -> ".join(_shared_name(a) for a, _, _ in cycle)
+        names = " -> ".join(shared_name(a) for a, _, _ in cycle)
         exc = CycleError(f"generators wait on each other in a cycle: {names} -> "
-                         f"{_shared_name(cycle[0][0])}; a generator cannot wait, directly or "
+                         f"{shared_name(cycle[0][0])}; a generator cannot wait, directly or "
                          f"through others, on its own result")
         # Break it at the wait that closed it: that waiter gets the error.
         _, b, entry = cycle[-1]
@@ -1296,7 +1034,7 @@ class Run:
         if self.closed:
             return
         self.closed = True
-        tasks = self._suspended_tasks()
+        tasks = suspended_tasks(self)
         self._release_markers()
         self._ready.clear()
         self._woken.clear()
@@ -1316,7 +1054,7 @@ class Run:
                     else:
                         gen.close()
                 except Exception as err:  # a finally block raised while closing
-                    problems.append(f"closing {_name_of(gen)} raised {type(err).__name__}: {err}")
+                    problems.append(f"closing {name_of(gen)} raised {type(err).__name__}: {err}")
         for shared in self._shared:
             if shared._state == RUNNING and shared._owner is self:
                 shared._abandon(exc if exc is not None else BatchError("execution closed"))
@@ -1347,66 +1085,6 @@ class Run:
                 for run, target, waited, info in marker.close():
                     run._post(("retry", target, waited, info))
 
-    def _suspended_tasks(self) -> list[list[Any]]:
-        """Every task not finished, children before the tasks that wait on them.
-
-        There is no registry of live tasks (it would cost two dict operations
-        per generator on the hot path); instead every suspended task is found
-        by climbing from what can be waited on: runnable tasks, queued
-        operations, batches in flight and shared generators' waiters.
-        """
-        leaves: list[Any] = []
-        if self._running is not None:
-            leaves.append(self._running)
-        leaves.extend(reversed(self._ready))
-        leaves.extend(self._woken)
-        for group in self._groups.values():
-            leaves.extend(group.targets)
-        for d in self._dispatching:
-            leaves.extend(d.group.targets)
-            for marker in d.markers or ():
-                leaves.extend(marker.followers)
-        for shared in self._shared:
-            leaves.extend(w for w, _ in shared._waiters)
-        leaves.extend(self._foreign_targets)
-        order: list[list[Any]] = []
-        index: dict[int, int] = {}
-        parents: list[list[int]] = []
-        for leaf in leaves:
-            child = -1
-            for task in self._climb(leaf, stop_at_shared=False):
-                k = index.get(id(task))
-                known = k is not None
-                if k is None:
-                    k = index[id(task)] = len(order)
-                    order.append(task)
-                    parents.append([])
-                if child >= 0 and k not in parents[child]:
-                    parents[child].append(k)
-                child = k
-                if known:
-                    break
-        # Kahn's algorithm: close a task once every task waiting on... below it is closed.
-        waiting_children = [0] * len(order)
-        for ps in parents:
-            for p in ps:
-                waiting_children[p] += 1
-        ready = [k for k in range(len(order)) if waiting_children[k] == 0]
-        ready.reverse()
-        closed = [False] * len(order)
-        result: list[list[Any]] = []
-        while ready:
-            k = ready.pop()
-            closed[k] = True
-            result.append(order[k])
-            for p in parents[k]:
-                waiting_children[p] -= 1
-                if waiting_children[p] == 0:
-                    ready.append(p)
-        # Generators in a cycle wait on each other: close them in found order.
-        result.extend(order[k] for k in range(len(order)) if not closed[k])
-        return [t for t in result if t[GEN] is not None]
-
     def finish(self) -> None:
         """A successful end: release the shared bookkeeping."""
         self.closed = True
@@ -1418,108 +1096,3 @@ class Run:
         if self.trace is not None and self.cache_hits:
             self.trace.cache_hits += self.cache_hits  # no round of its own
             self.cache_hits = 0
-
-
-def _find_cycle(nodes: list[SharedGenerator[Any]],
-                waits: dict[int, list[tuple[SharedGenerator[Any], Any]]]) -> list[Any]:
-    """A cycle in the waits-on graph of shared generators: [(a, b, entry), ...]."""
-    state: dict[int, int] = {}  # 1 on the current path, 2 done
-    for start in nodes:
-        if id(start) in state:
-            continue
-        path: list[tuple[SharedGenerator[Any], SharedGenerator[Any], Any]] = []
-        stack = [(start, iter(waits.get(id(start), ())))]
-        state[id(start)] = 1
-        while stack:
-            node, edges = stack[-1]
-            for b, entry in edges:
-                mark = state.get(id(b), 0)
-                if mark == 1:
-                    path.append((node, b, entry))
-                    first = next(k for k, (a, _, _) in enumerate(path) if a is b)
-                    return path[first:]
-                if mark == 0:
-                    state[id(b)] = 1
-                    path.append((node, b, entry))
-                    stack.append((b, iter(waits.get(id(b), ()))))
-                    break
-            else:
-                state[id(node)] = 2
-                stack.pop()
-                if path:
-                    path.pop()
-    return []
-
-
-def _shared_name(shared: SharedGenerator[Any]) -> str:
-    return _name_of(shared._gen) if shared._gen is not None else repr(shared)
-
-
-def _requested(call: Call) -> int:
-    """Operations yielded for this call, counting those deduplicated into it."""
-    positions = call.dispatch.positions
-    if positions is None:
-        return len(call.ops)
-    start, stop = call.start, call.stop
-    return sum(1 for p in positions if start <= p < stop)
-
-
-def _chunks(info: OpInfo, ops: list[Any]) -> tuple[list[tuple[int, int]],
-                                                    list[tuple[int, BaseException]]]:
-    """Chunk bounds for one group's unique operations, in order.
-
-    Also returns the operations whose ``batch_cost()`` raised (index, error):
-    they are left out of every chunk and fail alone.
-    """
-    n = len(ops)
-    size = info.max_size
-    max_cost = info.max_cost
-    if max_cost is None:
-        if size is None or n <= size:
-            return [(0, n)], []
-        return [(a, min(a + size, n)) for a in range(0, n, size)], []
-    bounds: list[tuple[int, int]] = []
-    failures: list[tuple[int, BaseException]] = []
-    start = 0
-    total = 0.0
-    for i, op in enumerate(ops):
-        try:
-            cost = op.batch_cost()
-        except Exception as exc:
-            if i > start:
-                bounds.append((start, i))
-            failures.append((i, exc))
-            start = i + 1
-            total = 0.0
-            continue
-        count = i - start
-        if count and (total + cost > max_cost or (size is not None and count >= size)):
-            bounds.append((start, i))
-            start = i
-            total = 0.0
-        total += cost
-    if start < n:
-        bounds.append((start, n))
-    return bounds, failures
-
-
-def _unhashable(info: OpInfo, exc: BaseException) -> BatchError:
-    why = "cache_results = True" if info.cached else "dedupe = True"
-    return BatchError(
-        f"{info.name} has {why}, but its operations cannot be hashed ({exc}); make "
-        f"{info.name} a frozen dataclass, or define __eq__ and __hash__ on it"
-    )
-
-
-def _owner_name(group: Group) -> str:
-    owner = group.owner
-    if isinstance(owner, Batcher):
-        return f"{type(owner).__qualname__}.gen_batch"
-    return f"{group.info.name}.run_batch"
-
-
-def _display_key(group: Group) -> Any:
-    key = group.key
-    if type(key) is tuple and len(key) == 2:
-        return key[1]
-    return None
