@@ -580,8 +580,11 @@ class Run:
                     except Exception as exc:
                         set_slot(join, i, exc, True)
                     except BaseException:
+                        # KeyboardInterrupt and such: leave every started
+                        # generator where abort() will find and close it.
                         self._running = child
                         self._queue_parked(parked)
+                        self._woken.extend(children)
                         raise
                     else:
                         yc = y.__class__
