@@ -908,3 +908,30 @@ def test_unhashable_batch_key(recorder: Any) -> None:
             r"^Row\.batch_key\(\) returned list, which is not hashable; return a hashable value "
             r"such as a str or a tuple\nbatch: execution failed after 0 round\(s\)$")):
         batch.execute(Row(1))
+
+
+def test_keyboard_interrupt_while_a_structure_starts_its_generators_closes_the_started(
+        recorder: Any) -> None:
+    Op = recorder.op("Op")
+    closed: list[Any] = []
+
+    def gen_child(k: int) -> Gen:
+        try:
+            if k == 3:
+                raise KeyboardInterrupt
+            yield Op(k)
+        finally:
+            closed.append(k)
+
+    def gen_parent() -> Gen:
+        try:
+            yield [gen_child(1), gen_child(2), gen_child(3), gen_child(4)]
+        finally:
+            closed.append("parent")
+
+    with pytest.raises(KeyboardInterrupt):
+        recorder.execute(gen_parent())
+    # 1 and 2 were started (and stopped at their operations) before 3 raised;
+    # 4 never started, so it has no `finally` to run.
+    assert closed == [3, 1, 2, "parent"]  # children in the order found, then the parent
+    assert recorder.calls == []
