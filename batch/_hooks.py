@@ -1,7 +1,7 @@
 """The single indirection between the executor and ``run_batch``.
 
 ``batch.testing`` installs overrides, recorders and replayers here; the
-executor reads :func:`current` once per execution and, when it is ``None``
+executor reads :func:`current` once per round and, when it is ``None``
 (the normal case), calls ``run_batch`` directly at no extra cost.
 
 Two kinds of things can be installed, both process-wide and thread-safe:
