@@ -329,10 +329,7 @@ class Run:
                 self._woken.append(sink)
                 return
             if cls is Join:
-                sink.values[index] = value
-                if failed and (sink.first_error < 0 or index < sink.first_error):
-                    sink.first_error = index
-                sink.remaining -= 1
+                set_slot(sink, index, value, failed)
                 if sink.remaining:
                     return
                 value, failed = sink.result()

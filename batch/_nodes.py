@@ -276,7 +276,7 @@ def open_join(struct: Any, sink: Any, index: int, settled: Any) -> tuple[Any, An
 
 
 def set_slot(join: Join, i: int, value: Any, failed: bool) -> None:
-    """Fill a slot of a join that is still being built (it cannot complete here)."""
+    """Fill one slot of a join; the caller checks ``remaining`` for completion."""
     join.values[i] = value
     if failed and (join.first_error < 0 or i < join.first_error):
         join.first_error = i
