@@ -31,6 +31,19 @@ from ._trace import Trace as Trace
 
 __version__ = "0.1.0"
 
+# Submodules with optional or heavier imports load on first attribute access,
+# so ``import batch`` stays cheap and ``batch.http.Client`` works without an
+# explicit ``import batch.http``.
+_SUBMODULES = frozenset({"http", "multipart", "redis", "sql", "testing"})
+
+
+def __getattr__(name: str) -> object:
+    if name in _SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module 'batch' has no attribute {name!r}")
+
 __all__ = [
     "BatchError",
     "BatchExecutor",
