@@ -9,8 +9,8 @@ trace summary of those executions is added to the failure report as a
         render_page(1)
         assert batch_trace.round_count == 2
 
-Enable it with ``-p batch.pytest_plugin`` or ``pytest_plugins =
-["batch.pytest_plugin"]`` in a top-level ``conftest.py``.
+Installing ``batch`` registers the plugin (a ``pytest11`` entry point), so
+the fixture is there in every project that has ``batch`` installed.
 """
 
 from __future__ import annotations

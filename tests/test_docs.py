@@ -186,3 +186,43 @@ def test_a_failing_block_fails_with_the_page_line(tmp_path: Path) -> None:
     done = run_block(block, tmp_path, {})
     assert done.returncode == 1
     assert 'line 5' in done.stderr and "AssertionError" in done.stderr
+
+
+@pytest.mark.parametrize(("script", "args", "picture"), [
+    ("docs/gen_chart.py", ["docs/explanation/benchmarks.json"], "docs/explanation/benchmarks.svg"),
+    ("docs/explanation/gen_rounds_svg.py", [], "docs/explanation/rounds.svg"),
+], ids=["benchmarks.svg", "rounds.svg"])
+def test_committed_pictures_are_what_their_scripts_draw(
+    script: str, args: list[str], picture: str, tmp_path: Path
+) -> None:
+    """The SVGs are generated, not drawn by hand: redrawing them gives the committed files.
+
+    rounds.svg is drawn from a real execution, so a change in how the executor forms rounds
+    shows up here as a stale picture.
+    """
+    out = tmp_path / "out.svg"
+    done = subprocess.run([sys.executable, str(ROOT / script), *[str(ROOT / a) for a in args], str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=TIME_LIMIT, check=False)
+    assert done.returncode == 0, done.stderr
+    assert out.read_text(encoding="utf-8") == (ROOT / picture).read_text(encoding="utf-8"), (
+        f"{picture} is stale: run python {script} {' '.join(args)} and commit the result"
+    )
+
+
+def test_docstrings_are_rewritten_as_markdown_for_the_reference() -> None:
+    pytest.importorskip("griffe", reason="the docs extra is not installed: pip install -e '.[docs]'")
+    sys.path.insert(0, str(ROOT / "docs"))
+    try:
+        from griffe_roles import to_markdown
+    finally:
+        sys.path.remove(str(ROOT / "docs"))
+    text = (
+        "Use :class:`~batch.Trace` or :func:`batch.execute`.\n\n"
+        "Example::\n\n    x = 1\n    y = 2\n\nAfter.\n\n"
+        "    >>> 1 + 1\n    2\n"
+    )
+    assert to_markdown(text) == (
+        "Use `Trace` or `batch.execute`.\n\n"
+        "Example:\n\n```python\nx = 1\ny = 2\n```\n\nAfter.\n\n"
+        "    ```pycon\n    >>> 1 + 1\n    2\n    ```\n"
+    )

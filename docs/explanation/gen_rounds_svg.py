@@ -6,6 +6,7 @@ in the column of the round that sent it, so the picture cannot drift from what
 the executor does.  Standard library and ``batch`` only::
 
     python docs/explanation/gen_rounds_svg.py        # rewrites rounds.svg beside this file
+    python docs/explanation/gen_rounds_svg.py OUT.svg
 """
 
 from __future__ import annotations
@@ -187,12 +188,13 @@ def draw(tree: Node, trace: batch.Trace) -> str:
     return "\n".join(s) + "\n"
 
 
-def main() -> None:
+def main(argv: list[str]) -> int:
     trace = run(TREE)
-    out = Path(__file__).with_name("rounds.svg")
+    out = Path(argv[0]) if argv else Path(__file__).with_name("rounds.svg")
     out.write_text(draw(TREE, trace), encoding="utf-8")
     print(f"wrote {out} ({len(trace.rounds)} rounds)")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main(sys.argv[1:]))
