@@ -131,6 +131,10 @@ class State(enum.Enum):
     WAIT = "wait"
 
 
+DISPATCH = State.DISPATCH
+DONE = State.DONE
+
+
 class Core:
     """One execution's state: its roots, queued groups, calls in flight, cache and trace."""
 
@@ -171,8 +175,9 @@ class Core:
         self.shared: dict[SharedGenerator[Any], None] = {}  # started by this execution
         self._mailbox: Mailbox | None = None
         # Who drives this core, so that another execution knows whether it may
-        # wait on it (see ``may_wait_on``): set by the driver.
-        self.thread = threading.get_ident()
+        # wait on it (see ``may_wait_on``): the thread that sends its cached
+        # operations, and the event loop an async driver sets.
+        self.thread = 0
         self.loop: Any = None
         self.closed = False
 
@@ -232,24 +237,24 @@ class Core:
     def step(self) -> State:
         """Run every runnable generator until each waits; say what the driver must do."""
         while True:
-            if self._mailbox is not None and self._mailbox.inbox:
+            mailbox = self._mailbox
+            if mailbox is not None and mailbox.inbox:
                 self._read_mail()
             if self.sort_woken:
                 self.woken.sort(key=by_since)
                 self.sort_woken = False
             step(self)
             if self.groups:
-                return State.DISPATCH
-            if self.ready or self.woken:  # pragma: no cover  (step() leaves neither)
-                continue
-            if self._mailbox is not None and (self._mailbox.inbox or self._mailbox.due):
-                if self._mailbox.inbox:
+                return DISPATCH
+            mailbox = self._mailbox  # the step may have made it
+            if mailbox is not None and (mailbox.inbox or mailbox.due):
+                if mailbox.inbox:
                     continue
                 return State.WAIT
             if self.dispatching:
                 return State.CALLS
             if not self.shared or not self._break_cycle():
-                return State.DONE
+                return DONE
 
     def _read_mail(self) -> None:
         """Deliver what other executions posted (see ``_mailbox``)."""
@@ -280,7 +285,7 @@ class Core:
             return False
         if self.loop is not None and other.loop is self.loop:
             return True
-        return other.thread != self.thread
+        return other.thread != threading.get_ident()
 
     def _break_cycle(self) -> bool:
         """Nothing can run, yet shared generators wait: on each other.  False if none wait."""
@@ -320,7 +325,7 @@ class Core:
         else:
             groups = [self.groups.pop(k) for k in keys]
         self.rounds += 1
-        hook = _hooks.current()  # an override entered mid-execution applies from here
+        hook = _hooks._hook  # an override entered mid-execution applies from here
         # One group wakes its waiters in the order they began to wait already
         # (its targets were queued in that order); several groups, or cached
         # followers (see _prepare), need the sort before the next step.
@@ -367,6 +372,7 @@ class Core:
         uniq = d.uniq
         if info.cached:
             self.sort_woken = True  # followers wake with the waiters
+            self.thread = threading.get_ident()  # others wait on us: see may_wait_on
             data = self.cache._data
             cls = info.cls
             markers = []
@@ -379,11 +385,17 @@ class Core:
         if not uniq:  # every operation failed before sending (unhashable)
             self._deliver(d)
             return []
+        trace = self.trace
+        n = len(uniq)
+        if info.max_cost is None and (info.max_size is None or n <= info.max_size):
+            d.pending = 1  # one call: no chunking to work out
+            calls = [Call(d, 0, n, uniq, hook, trace)]
+            d.calls = calls
+            return calls
         bounds, failures = chunks(info, uniq)
         d.pending = len(bounds) + len(failures)
-        trace = self.trace
         if len(bounds) == 1 and not failures:
-            calls = [Call(d, 0, len(uniq), uniq, hook, trace)]
+            calls = [Call(d, 0, n, uniq, hook, trace)]
         else:
             calls = [Call(d, a, b, uniq[a:b], hook, trace) for a, b in bounds]
         d.calls = calls
