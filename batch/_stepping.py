@@ -59,6 +59,8 @@ __all__ = ["enqueue", "start_join", "step"]
 GeneratorType = types.GeneratorType
 _send = GeneratorType.send
 _throw = GeneratorType.throw
+_FIELDS = (GEN, CTX, STACK, SINK, INDEX, VALUE, RESUME, SINCE)
+_STATES = (SEND, THROW, TAKE)
 
 
 def step(core: Any) -> None:
@@ -68,6 +70,11 @@ def step(core: Any) -> None:
     pop = ready.pop
     groups = core.groups
     clock = core.clock
+    # The loop reads these names many times per task: as locals they cost a
+    # fraction of a global lookup (measured: ~5% of W2's instructions).
+    GEN, CTX, STACK, SINK, INDEX, VALUE, RESUME, SINCE = _FIELDS
+    SEND, THROW, TAKE = _STATES
+    send, throw, GenType, JoinType = _send, _throw, GeneratorType, Join
     while True:
         if woken:
             woken.reverse()
@@ -91,9 +98,9 @@ def step(core: Any) -> None:
                     if resume == TAKE:  # its first yield, taken when start_join started it
                         y = value
                     else:
-                        y = ctx.run(_throw, gen, value)
+                        y = ctx.run(throw, gen, value)
                 else:
-                    y = ctx.run(_send, gen, value)
+                    y = ctx.run(send, gen, value)
             except StopIteration as stop:
                 value = stop.value
                 resume = SEND
@@ -105,7 +112,7 @@ def step(core: Any) -> None:
                 raise
             else:
                 cls = y.__class__
-                if cls is GeneratorType:
+                if cls is GenType:
                     # A single child runs on top of this task's chain.  A
                     # generator that started already (suspended) or ended
                     # (no frame) was yielded before: refuse it.
@@ -157,7 +164,15 @@ def step(core: Any) -> None:
                 continue
             # The finished task is referenced by nothing else now: it goes
             # when ``task`` is rebound.
-            fill(task[SINK], task[INDEX], value, resume == THROW, woken)
+            sink = task[SINK]
+            if sink.__class__ is JoinType and sink.remaining > 1 and not resume:
+                # The commonest case, one of many siblings finishing with a
+                # value while others still run: only the slot changes, nothing
+                # completes, so fill()'s first step is done here without a call.
+                sink.values[task[INDEX]] = value
+                sink.remaining -= 1
+            else:
+                fill(sink, task[INDEX], value, resume == THROW, woken)
             break
 
 
@@ -298,6 +313,10 @@ def start_join(core: Any, struct: Any, sink: Any, index: int, ctx: contextvars.C
     # them, without the trip through it.  The first one that yields
     # something else, and all after it, run from the ready stack instead.
     parked: list[tuple[Any, list[Any]]] = []
+    parked_class: Any = None  # the class of the last parked operation (known to be fast)
+    # Locals, not globals: read once per item (see step()).
+    CTX, VALUE, RESUME, SEND, TAKE = _FIELDS[1], _FIELDS[5], _FIELDS[6], _STATES[0], _STATES[2]
+    send, GenType = _send, GeneratorType
     eager = True
     outer: list[tuple[Join, Any, Any, int]] = []  # enclosing levels to go back to
     run_group: Group | None = None
@@ -324,7 +343,7 @@ def start_join(core: Any, struct: Any, sink: Any, index: int, ctx: contextvars.C
             return join.result() if join.remaining == 0 else None
         item = items[i]
         c = item.__class__
-        if c is GeneratorType:
+        if c is GenType:
             if run_group is not None:
                 run_group.targets.append((join, run_start, i - run_start))
                 run_group = None
@@ -335,7 +354,7 @@ def start_join(core: Any, struct: Any, sink: Any, index: int, ctx: contextvars.C
             else:
                 child = [item, ctx.copy(), None, join, i, None, SEND, 0]
                 try:
-                    y = child[CTX].run(_send, item, None)
+                    y = child[CTX].run(send, item, None)
                 except StopIteration as stop:
                     fill(join, i, stop.value, False, woken)
                 except Exception as exc:
@@ -352,7 +371,9 @@ def start_join(core: Any, struct: Any, sink: Any, index: int, ctx: contextvars.C
                     yc = y.__class__
                     # Parked: queued when the structure is done, so its own
                     # operations (and their groups) come first.
-                    if yc in groups or (isinstance(y, BatchableOperation) and op_info(yc).fast):
+                    if yc is parked_class or yc in groups or (
+                            isinstance(y, BatchableOperation) and op_info(yc).fast):
+                        parked_class = yc
                         parked.append((y, child))
                     else:  # anything but a plain operation: taken up by step()
                         child[VALUE] = y
@@ -416,13 +437,18 @@ def _queue_parked(core: Any, parked: list[tuple[Any, list[Any]]]) -> None:
     """Queue the operations that in-place started generators stopped at."""
     clock = core.clock
     groups = core.groups
+    last: Any = None
     for op, child in parked:
         cls = op.__class__
-        group = groups.get(cls)
-        if group is None:
-            group = groups[cls] = Group(cls, op_info(cls), cls)
-        group.ops.append(op)
-        group.targets.append(child)
+        if cls is not last:  # siblings mostly yield alike: look the group up once a run
+            last = cls
+            group = groups.get(cls)
+            if group is None:
+                group = groups[cls] = Group(cls, op_info(cls), cls)
+            add_op = group.ops.append
+            add_target = group.targets.append
+        add_op(op)
+        add_target(child)
         clock += 1
         child[SINCE] = clock
     core.clock = clock
