@@ -8,14 +8,15 @@ import contextvars
 import inspect
 import time
 from collections import deque
-from collections.abc import Awaitable, Generator, Iterable, Iterator
-from typing import Any, TypeVar, overload
+from collections.abc import Awaitable, Generator, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Literal, TypeVar, overload
 
 from ._cache import OperationCache
 from ._executor import Run
 from ._nodes import Call, Root, RootFailure
 from ._operation import BatchableOperation
 from ._trace import Trace
+from ._typed import Batchable
 
 __all__ = [
     "execute",
@@ -28,6 +29,7 @@ __all__ = [
 
 T = TypeVar("T")
 R = TypeVar("R")
+K = TypeVar("K")
 
 
 def _check_workers(max_workers: int | None, name: str = "max_workers") -> None:
@@ -140,6 +142,14 @@ def execute(x: BatchableOperation[T], *, cache: OperationCache | None = ...,
             trace: Trace | None = ..., max_workers: int | None = ...,
             timeout: float | None = ...) -> T: ...
 @overload
+def execute(x: Sequence[Batchable[T]], *,
+            cache: OperationCache | None = ..., trace: Trace | None = ...,
+            max_workers: int | None = ..., timeout: float | None = ...) -> list[T]: ...
+@overload
+def execute(x: Mapping[K, Batchable[T]], *, cache: OperationCache | None = ...,
+            trace: Trace | None = ..., max_workers: int | None = ...,
+            timeout: float | None = ...) -> dict[K, T]: ...
+@overload
 def execute(x: Any, *, cache: OperationCache | None = ..., trace: Trace | None = ...,
             max_workers: int | None = ..., timeout: float | None = ...) -> Any: ...
 
@@ -171,6 +181,21 @@ def execute(x: Any, *, cache: OperationCache | None = None, trace: Trace | None 
     return root.value
 
 
+@overload
+def execute_many(xs: Iterable[Batchable[T]], *, return_exceptions: Literal[False] = ...,
+                 cache: OperationCache | None = ..., trace: Trace | None = ...,
+                 max_workers: int | None = ..., timeout: float | None = ...) -> list[T]: ...
+@overload
+def execute_many(xs: Iterable[Batchable[T]], *, return_exceptions: bool,
+                 cache: OperationCache | None = ..., trace: Trace | None = ...,
+                 max_workers: int | None = ...,
+                 timeout: float | None = ...) -> list[T | BaseException]: ...
+@overload
+def execute_many(xs: Iterable[Any], *, return_exceptions: bool = ...,
+                 cache: OperationCache | None = ..., trace: Trace | None = ...,
+                 max_workers: int | None = ..., timeout: float | None = ...) -> list[Any]: ...
+
+
 def execute_many(xs: Iterable[Any], *, return_exceptions: bool = False,
                  cache: OperationCache | None = None, trace: Trace | None = None,
                  max_workers: int | None = None, timeout: float | None = None) -> list[Any]:
@@ -184,6 +209,22 @@ def execute_many(xs: Iterable[Any], *, return_exceptions: bool = False,
     roots = [run.add_root(x, not return_exceptions) for x in xs]
     _drive(run, max_workers)
     return [r.value for r in roots]
+
+
+@overload
+def execute_iter(xs: Iterable[Batchable[T]], *, window: int = ...,
+                 return_exceptions: Literal[False] = ..., cache: OperationCache | None = ...,
+                 trace: Trace | None = ..., max_workers: int | None = ...,
+                 timeout: float | None = ...) -> Iterator[T]: ...
+@overload
+def execute_iter(xs: Iterable[Batchable[T]], *, window: int = ..., return_exceptions: bool,
+                 cache: OperationCache | None = ..., trace: Trace | None = ...,
+                 max_workers: int | None = ...,
+                 timeout: float | None = ...) -> Iterator[T | BaseException]: ...
+@overload
+def execute_iter(xs: Iterable[Any], *, window: int = ..., return_exceptions: bool = ...,
+                 cache: OperationCache | None = ..., trace: Trace | None = ...,
+                 max_workers: int | None = ..., timeout: float | None = ...) -> Iterator[Any]: ...
 
 
 def execute_iter(xs: Iterable[Any], *, window: int = 1024, return_exceptions: bool = False,
@@ -354,6 +395,29 @@ async def _drive_async(run: Run, max_concurrency: int | None) -> None:
     run.finish()
 
 
+@overload
+async def execute_async(x: Generator[Any, Any, R], *, cache: OperationCache | None = ...,
+                        trace: Trace | None = ..., max_concurrency: int | None = ...,
+                        timeout: float | None = ...) -> R: ...
+@overload
+async def execute_async(x: BatchableOperation[T], *, cache: OperationCache | None = ...,
+                        trace: Trace | None = ..., max_concurrency: int | None = ...,
+                        timeout: float | None = ...) -> T: ...
+@overload
+async def execute_async(x: Sequence[Batchable[T]], *,
+                        cache: OperationCache | None = ..., trace: Trace | None = ...,
+                        max_concurrency: int | None = ...,
+                        timeout: float | None = ...) -> list[T]: ...
+@overload
+async def execute_async(x: Mapping[K, Batchable[T]], *, cache: OperationCache | None = ...,
+                        trace: Trace | None = ..., max_concurrency: int | None = ...,
+                        timeout: float | None = ...) -> dict[K, T]: ...
+@overload
+async def execute_async(x: Any, *, cache: OperationCache | None = ...,
+                        trace: Trace | None = ..., max_concurrency: int | None = ...,
+                        timeout: float | None = ...) -> Any: ...
+
+
 async def execute_async(x: Any, *, cache: OperationCache | None = None,
                         trace: Trace | None = None, max_concurrency: int | None = None,
                         timeout: float | None = None) -> Any:
@@ -371,6 +435,24 @@ async def execute_async(x: Any, *, cache: OperationCache | None = None,
     return root.value
 
 
+@overload
+async def execute_many_async(xs: Iterable[Batchable[T]], *,
+                             return_exceptions: Literal[False] = ...,
+                             cache: OperationCache | None = ..., trace: Trace | None = ...,
+                             max_concurrency: int | None = ...,
+                             timeout: float | None = ...) -> list[T]: ...
+@overload
+async def execute_many_async(xs: Iterable[Batchable[T]], *, return_exceptions: bool,
+                             cache: OperationCache | None = ..., trace: Trace | None = ...,
+                             max_concurrency: int | None = ...,
+                             timeout: float | None = ...) -> list[T | BaseException]: ...
+@overload
+async def execute_many_async(xs: Iterable[Any], *, return_exceptions: bool = ...,
+                             cache: OperationCache | None = ..., trace: Trace | None = ...,
+                             max_concurrency: int | None = ...,
+                             timeout: float | None = ...) -> list[Any]: ...
+
+
 async def execute_many_async(xs: Iterable[Any], *, return_exceptions: bool = False,
                              cache: OperationCache | None = None, trace: Trace | None = None,
                              max_concurrency: int | None = None,
@@ -385,30 +467,101 @@ async def execute_many_async(xs: Iterable[Any], *, return_exceptions: bool = Fal
 class BatchExecutor:
     """Seed-compatible entry points, as static methods."""
 
+    @overload
+    @staticmethod
+    def execute(x: Generator[Any, Any, R], **opts: Any) -> R: ...
+    @overload
+    @staticmethod
+    def execute(x: BatchableOperation[T], **opts: Any) -> T: ...
+    @overload
+    @staticmethod
+    def execute(x: Sequence[Batchable[T]], **opts: Any) -> list[T]: ...
+    @overload
+    @staticmethod
+    def execute(x: Any, **opts: Any) -> Any: ...
+
     @staticmethod
     def execute(x: Any, **opts: Any) -> Any:
         """Same as :func:`batch.execute`."""
         return execute(x, **opts)
+
+    @overload
+    @staticmethod
+    def executev(xs: Iterable[Batchable[T]], *, return_exceptions: Literal[False] = ...,
+                 **opts: Any) -> list[T]: ...
+    @overload
+    @staticmethod
+    def executev(xs: Iterable[Batchable[T]], *, return_exceptions: bool,
+                 **opts: Any) -> list[T | BaseException]: ...
+    @overload
+    @staticmethod
+    def executev(xs: Iterable[Any], **opts: Any) -> list[Any]: ...
 
     @staticmethod
     def executev(xs: Iterable[Any], **opts: Any) -> list[Any]:
         """Run several roots together; same as :func:`batch.execute_many`."""
         return execute_many(xs, **opts)
 
+    @overload
+    @staticmethod
+    def executeva(*xs: Batchable[T], return_exceptions: Literal[False] = ...,
+                  **opts: Any) -> list[T]: ...
+    @overload
+    @staticmethod
+    def executeva(*xs: Batchable[T], return_exceptions: bool,
+                  **opts: Any) -> list[T | BaseException]: ...
+    @overload
+    @staticmethod
+    def executeva(*xs: Any, **opts: Any) -> list[Any]: ...
+
     @staticmethod
     def executeva(*xs: Any, **opts: Any) -> list[Any]:
         """``executev`` with the roots as positional arguments."""
         return execute_many(xs, **opts)
+
+    @overload
+    @staticmethod
+    def execute_many(xs: Iterable[Batchable[T]], *, return_exceptions: Literal[False] = ...,
+                     **opts: Any) -> list[T]: ...
+    @overload
+    @staticmethod
+    def execute_many(xs: Iterable[Batchable[T]], *, return_exceptions: bool,
+                     **opts: Any) -> list[T | BaseException]: ...
+    @overload
+    @staticmethod
+    def execute_many(xs: Iterable[Any], **opts: Any) -> list[Any]: ...
 
     @staticmethod
     def execute_many(xs: Iterable[Any], **opts: Any) -> list[Any]:
         """Same as :func:`batch.execute_many`."""
         return execute_many(xs, **opts)
 
+    @overload
+    @staticmethod
+    def execute_iter(xs: Iterable[Batchable[T]], *, return_exceptions: Literal[False] = ...,
+                     **opts: Any) -> Iterator[T]: ...
+    @overload
+    @staticmethod
+    def execute_iter(xs: Iterable[Batchable[T]], *, return_exceptions: bool,
+                     **opts: Any) -> Iterator[T | BaseException]: ...
+    @overload
+    @staticmethod
+    def execute_iter(xs: Iterable[Any], **opts: Any) -> Iterator[Any]: ...
+
     @staticmethod
     def execute_iter(xs: Iterable[Any], **opts: Any) -> Iterator[Any]:
         """Same as :func:`batch.execute_iter`."""
         return execute_iter(xs, **opts)
+
+    @overload
+    @staticmethod
+    def execute_async(x: Generator[Any, Any, R], **opts: Any) -> Awaitable[R]: ...
+    @overload
+    @staticmethod
+    def execute_async(x: BatchableOperation[T], **opts: Any) -> Awaitable[T]: ...
+    @overload
+    @staticmethod
+    def execute_async(x: Any, **opts: Any) -> Awaitable[Any]: ...
 
     @staticmethod
     def execute_async(x: Any, **opts: Any) -> Awaitable[Any]:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
-from typing import Any, ClassVar, Generic, TypeVar
+from collections.abc import Awaitable, Generator, Hashable, Sequence
+from typing import Any, ClassVar, Generic, Self, TypeAlias, TypeVar
 
 from ._errors import BatchSettingError
 
@@ -11,6 +11,16 @@ __all__ = ["BatchableOperation", "Batcher", "GenResult", "Settled", "settled", "
 
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
+
+
+#: What ``run_batch`` of a ``BatchableOperation[T]`` may return: one ``T`` (or an
+#: exception instance) per operation, directly, from a layered batch generator, or
+#: from a coroutine.
+BatchResults: TypeAlias = (
+    Sequence[T | BaseException]
+    | Generator[Any, Any, Sequence[T | BaseException]]
+    | Awaitable[Sequence[T | BaseException]]
+)
 
 
 def _check_size(owner: str, name: str, value: object, *, integral: bool) -> None:
@@ -74,6 +84,19 @@ class BatchableOperation(Generic[T_co]):
         _check_size(cls.__qualname__, "max_batch_size", cls.max_batch_size, integral=True)
         _check_size(cls.__qualname__, "max_batch_cost", cls.max_batch_cost, integral=False)
 
+    def __iter__(self) -> Generator[Self, Any, T_co]:
+        """Make ``result = yield from op`` work: the typed form of ``result = yield op``.
+
+        The generator yields the operation itself once and returns what the
+        executor sends back, so ``yield from op`` batches exactly like
+        ``yield op`` (same round, same group), and a type checker knows that
+        ``result`` is the operation's result type ``T``.
+        """
+        # The executor sends the result of this operation, whose type is T_co
+        # by the class's contract (run_batch returns one T per operation).
+        result: T_co = yield self
+        return result
+
     def batch_key(self) -> Hashable:
         """Return a key that splits this class's operations into finer groups.
 
@@ -96,12 +119,18 @@ class BatchableOperation(Generic[T_co]):
         return None
 
     @classmethod
-    def run_batch(cls, operations: list[Any]) -> Any:
+    def run_batch(cls, operations: list[Self]) -> BatchResults[T_co]:
         """Run a group of operations; return one result per operation, in order.
 
         It may return a sequence, be a batch generator (yield further
         operations, then ``return`` the list), or be ``async def`` (only with
-        :func:`batch.execute_async`).
+        :func:`batch.execute_async`).  An ``Exception`` instance in place of a
+        result fails only that operation.
+
+        Typed, the results must be of the class's result type: in a
+        ``BatchableOperation[int]``, ``-> list[int]`` (or
+        ``Generator[Any, Any, list[int]]``, or ``async def ... -> list[int]``)
+        type-checks and ``-> list[str]`` is reported by mypy.
         """
         raise NotImplementedError(
             f"{cls.__qualname__} must define run_batch: "
