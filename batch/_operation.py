@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Generator, Hashable, Sequence
 from typing import Any, ClassVar, Generic, Self, TypeAlias, TypeVar
 
-from ._errors import BatchSettingError
+from ._errors import BatchSettingError, identity_equality_error, run_batch_not_classmethod_error
 
 __all__ = ["BatchableOperation", "Batcher", "GenResult", "Settled", "settled", "OpInfo"]
 
@@ -83,6 +84,14 @@ class BatchableOperation(Generic[T_co]):
         super().__init_subclass__(**kwargs)
         _check_size(cls.__qualname__, "max_batch_size", cls.max_batch_size, integral=True)
         _check_size(cls.__qualname__, "max_batch_cost", cls.max_batch_cost, integral=False)
+        run_batch = cls.__dict__.get("run_batch")
+        if run_batch is not None and inspect.isfunction(run_batch):
+            # A plain function here would be called as cls.run_batch(operations)
+            # with operations bound to ``cls``: refuse it now, not at the first batch.
+            raise run_batch_not_classmethod_error(cls)
+        # dedupe / cache_results on a class comparing by identity are checked at
+        # first use (OpInfo), not here: @dataclass adds __eq__ and __hash__ only
+        # after the class statement, so they are not there yet.
 
     def __iter__(self) -> Generator[Self, Any, T_co]:
         """Make ``result = yield from op`` work: the typed form of ``result = yield op``.
@@ -193,8 +202,28 @@ def settled(value: Any) -> Settled:
     return Settled(value)
 
 
+def _check_equality(cls: type, setting: str) -> None:
+    """Refuse ``dedupe``/``cache_results`` on a class whose operations compare by identity.
+
+    Any class of the MRO other than the library's own bases and ``object`` may
+    provide ``__eq__``/``__hash__`` (the class itself, a dataclass, a mixin).
+    """
+    for klass in cls.__mro__:
+        if klass in (BatchableOperation, Generic, object):
+            continue
+        if "__eq__" in klass.__dict__ or "__hash__" in klass.__dict__:
+            return
+    raise identity_equality_error(cls, setting)
+
+
 class OpInfo:
-    """How the executor treats one operation class (computed once per execution)."""
+    """How the executor treats one operation class (computed once per execution).
+
+    Built at the first use of the class in an execution, it also checks what
+    cannot be checked at class creation: settings assigned later, and
+    ``dedupe``/``cache_results`` on a class comparing by identity (a dataclass
+    decorator adds ``__eq__`` only after ``__init_subclass__`` ran).
+    """
 
     __slots__ = ("cls", "fast", "keyed", "uses_batcher", "dedupe", "cached",
                  "max_size", "max_cost", "blocking", "name")
@@ -203,6 +232,8 @@ class OpInfo:
         name = cls.__qualname__
         _check_size(name, "max_batch_size", cls.max_batch_size, integral=True)
         _check_size(name, "max_batch_cost", cls.max_batch_cost, integral=False)
+        if cls.dedupe or cls.cache_results:
+            _check_equality(cls, "cache_results" if cls.cache_results else "dedupe")
         self.cls = cls
         self.name = name
         self.keyed = cls.batch_key is not BatchableOperation.batch_key
