@@ -253,3 +253,22 @@ def test_gather_list_refuses_one_operation_and_a_batch_generator(recorder: Any) 
         batch.gather_list(gen)
     gen.close()
     assert recorder.calls == []
+
+
+def test_the_typing_how_to_blocks_run_and_type_check(tmp_path: Path) -> None:
+    page = ROOT / "docs" / "how-to" / "typing.md"
+    blocks = re.findall(r"```python\n(.*?)```", page.read_text(), re.S)
+    assert len(blocks) >= 4
+    files = []
+    for i, block in enumerate(blocks):
+        path = tmp_path / f"typing_block_{i}.py"
+        path.write_text(block)
+        files.append(str(path))
+        run = subprocess.run([sys.executable, str(path)], capture_output=True, text=True,
+                             timeout=60, env={"PYTHONPATH": str(ROOT)})
+        assert run.returncode == 0, f"block {i} of {page.name} failed:\n{run.stderr}"
+    checked = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental",
+         "--cache-dir", str(tmp_path / "cache"), *files],
+        cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
