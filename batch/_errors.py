@@ -123,7 +123,7 @@ def unhashable_operation_error(cls: type, op: object, exc: BaseException, settin
     import dataclasses
 
     name = cls.__qualname__
-    head = f"{name} has {setting} = True, but its operation {op!r} cannot be hashed ({exc})"
+    head = f"{name} has {setting} = True, but its operations cannot be hashed"
     if dataclasses.is_dataclass(op):
         for field in dataclasses.fields(op):
             value = getattr(op, field.name, None)
@@ -134,19 +134,18 @@ def unhashable_operation_error(cls: type, op: object, exc: BaseException, settin
                 fix = {"list": "a tuple", "set": "a frozenset", "dict": "a tuple of items"}.get(
                     kind, "a hashable value")
                 return BatchError(
-                    f"{head}: its field {field.name!r} holds a {kind}; store {fix} there "
-                    f"instead (e.g. {field.name}=tuple(...)), so equal operations can be "
-                    f"merged"
+                    f"{head}: in {op!r} the field {field.name!r} holds a {kind} ({exc}); "
+                    f"store {fix} there instead (e.g. {field.name}=tuple(...)), so equal "
+                    f"operations can be merged"
                 )
         params = getattr(cls, "__dataclass_params__", None)
         if params is not None and not params.frozen and not params.unsafe_hash:
             return BatchError(
-                f"{head}: a dataclass that is not frozen has no __hash__; write "
+                f"{head} ({exc}): a dataclass that is not frozen has no __hash__; write "
                 f"@dataclass(frozen=True) on {name}"
             )
     return BatchError(
-        f"{head}; make {name} a @dataclass(frozen=True) with hashable fields, or define "
-        f"__eq__ and __hash__ on it"
+        f"{head} ({exc}); make {name} a frozen dataclass, or define __eq__ and __hash__ on it"
     )
 
 
@@ -171,8 +170,9 @@ def yielded_value_error(gen_name: str, value: Any) -> YieldTypeError | None:
     if inspect.iscoroutine(value):
         value.close()
         return YieldTypeError(
-            f"{gen_name} yielded a coroutine ({_fn_name(value)}), which was closed without "
-            f"running; a batch generator cannot await. Put the awaiting in an "
+            f"{gen_name} yielded coroutine (a coroutine cannot be yielded; make run_batch "
+            f"async instead, with execute_async): {_fn_name(value)}() was closed without "
+            f"running. A batch generator cannot await: put the awaiting in an "
             f"`async def run_batch` of an operation and run the tree with batch.execute_async"
         )
     if inspect.isasyncgen(value):

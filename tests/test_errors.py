@@ -1061,10 +1061,10 @@ class GetUsers(batch.BatchableOperation[list[int]]):
         return [list(op.ids) for op in operations]
 
 
-UNHASHABLE_FIELD = (r"^GetUsers has dedupe = True, but its operation GetUsers\(ids=\[1, 2\]\) cannot "
-                    r"be hashed \(unhashable type: 'list'\): its field 'ids' holds a list; store a "
-                    r"tuple there instead \(e\.g\. ids=tuple\(\.\.\.\)\), so equal operations can be "
-                    r"merged$")
+UNHASHABLE_FIELD = (r"GetUsers has dedupe = True, but its operations cannot be hashed: in "
+                    r"GetUsers\(ids=\[1, 2\]\) the field 'ids' holds a list \(unhashable type: "
+                    r"'list'\); store a tuple there instead \(e\.g\. ids=tuple\(\.\.\.\)\), so "
+                    r"equal operations can be merged")
 
 
 def test_unhashable_field_message_names_the_field() -> None:
@@ -1089,8 +1089,8 @@ def test_unhashable_message_for_a_dataclass_that_is_not_frozen() -> None:
         hash(op)
     except TypeError as exc:
         error = unhashable_operation_error(Loose, op, exc, "cache_results")
-    assert str(error).endswith("a dataclass that is not frozen has no __hash__; write "
-                               "@dataclass(frozen=True) on " + Loose.__qualname__)
+    assert str(error).endswith("(unhashable type: 'Loose'): a dataclass that is not frozen has "
+                               "no __hash__; write @dataclass(frozen=True) on " + Loose.__qualname__)
 
 
 @NEEDS_EXECUTOR
@@ -1126,8 +1126,9 @@ async def fetch_user() -> int:
     return 1
 
 
-COROUTINE = (r"yielded a coroutine \(fetch_user\), which was closed without running; a batch "
-             r"generator cannot await\. Put the awaiting in an `async def run_batch` of an "
+COROUTINE = (r"yielded coroutine \(a coroutine cannot be yielded; make run_batch async instead, "
+             r"with execute_async\): fetch_user\(\) was closed without running\. A batch "
+             r"generator cannot await: put the awaiting in an `async def run_batch` of an "
              r"operation and run the tree with batch\.execute_async")
 
 
@@ -1232,7 +1233,7 @@ class Lazy(batch.BatchableOperation[int]):
 
 GENEXPR_RESULT = (r"^Lazy\.run_batch returned a generator expression; it must return a list with "
                   r"one result per operation, in order: "
-                  r"`return \[rows\.get\(op\.key\) for op in operations\]` \(square brackets\)$")
+                  r"`return \[rows\.get\(op\.key\) for op in operations\]` \(square brackets\)")
 
 
 def test_run_batch_generator_expression_message() -> None:
