@@ -36,8 +36,9 @@ T6 = TypeVar("T6")
 #: It yields and is sent anything (operations, structures and their results).
 Gen: TypeAlias = Generator[Any, Any, T]
 
-#: What ``gather`` and ``gather_list`` take: an operation or a batch generator giving ``T``.
-Batchable: TypeAlias = BatchableOperation[T] | Generator[Any, Any, T]
+#: What ``gather`` and ``gather_list`` take: an operation, a batch generator or a
+#: :class:`SharedGenerator` giving ``T``.
+Batchable: TypeAlias = BatchableOperation[T] | Generator[Any, Any, T] | SharedGenerator[T]
 
 
 def _check_item(item: object, where: str) -> None:

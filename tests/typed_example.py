@@ -96,7 +96,18 @@ def gen_many() -> batch.Gen[int]:
 
 def gen_wrong() -> batch.Gen[str]:
     user = yield from GetUser(1)
+    if TYPE_CHECKING:
+        yield from batch.gather(1)  # E: call-overload
+        yield from batch.gather_list([gen_user(1), "not an operation"])  # E: arg-type
     return user  # E: return-value
+
+
+def gen_shared(shared: batch.SharedGenerator[User]) -> batch.Gen[list[User]]:
+    both = yield from batch.gather(shared, shared.gen())
+    users = yield from batch.gather_list([shared.gen(), gen_user(3)])
+    if TYPE_CHECKING:
+        reveal_type(both)  # T: tuple[User, User]
+    return [*both, *users]
 
 
 def main() -> None:
@@ -120,6 +131,8 @@ def main() -> None:
     assert batch.execute_many([GetName(1), GetName(-2)], return_exceptions=True)[0] == "user1"
     assert batch.execute(gen_mixed()) == (User(1), "user2", 5)
     assert batch.execute(gen_many()) == 13
+    shared = batch.SharedGenerator(gen_user(8))
+    assert batch.execute(gen_shared(shared)) == [User(8), User(8), User(8), User(3)]
     del name
 
 
