@@ -15,8 +15,9 @@ from ._cache import OperationCache
 from ._executor import Run
 from ._nodes import Call, Root, RootFailure
 from ._operation import BatchableOperation
+from ._sharing import SharedGenerator
 from ._trace import Trace
-from ._typed import Batchable
+from ._typed import Batchable, Structure
 
 __all__ = [
     "execute",
@@ -150,7 +151,11 @@ def execute(x: Mapping[K, Batchable[T]], *, cache: OperationCache | None = ...,
             trace: Trace | None = ..., max_workers: int | None = ...,
             timeout: float | None = ...) -> dict[K, T]: ...
 @overload
-def execute(x: Any, *, cache: OperationCache | None = ..., trace: Trace | None = ...,
+def execute(x: SharedGenerator[R], *, cache: OperationCache | None = ...,
+            trace: Trace | None = ..., max_workers: int | None = ...,
+            timeout: float | None = ...) -> R: ...
+@overload
+def execute(x: Structure, *, cache: OperationCache | None = ..., trace: Trace | None = ...,
             max_workers: int | None = ..., timeout: float | None = ...) -> Any: ...
 
 
@@ -191,7 +196,7 @@ def execute_many(xs: Iterable[Batchable[T]], *, return_exceptions: bool,
                  max_workers: int | None = ...,
                  timeout: float | None = ...) -> list[T | BaseException]: ...
 @overload
-def execute_many(xs: Iterable[Any], *, return_exceptions: bool = ...,
+def execute_many(xs: Iterable[Structure], *, return_exceptions: bool = ...,
                  cache: OperationCache | None = ..., trace: Trace | None = ...,
                  max_workers: int | None = ..., timeout: float | None = ...) -> list[Any]: ...
 
@@ -222,7 +227,7 @@ def execute_iter(xs: Iterable[Batchable[T]], *, window: int = ..., return_except
                  max_workers: int | None = ...,
                  timeout: float | None = ...) -> Iterator[T | BaseException]: ...
 @overload
-def execute_iter(xs: Iterable[Any], *, window: int = ..., return_exceptions: bool = ...,
+def execute_iter(xs: Iterable[Structure], *, window: int = ..., return_exceptions: bool = ...,
                  cache: OperationCache | None = ..., trace: Trace | None = ...,
                  max_workers: int | None = ..., timeout: float | None = ...) -> Iterator[Any]: ...
 
@@ -413,7 +418,11 @@ async def execute_async(x: Mapping[K, Batchable[T]], *, cache: OperationCache | 
                         trace: Trace | None = ..., max_concurrency: int | None = ...,
                         timeout: float | None = ...) -> dict[K, T]: ...
 @overload
-async def execute_async(x: Any, *, cache: OperationCache | None = ...,
+async def execute_async(x: SharedGenerator[R], *, cache: OperationCache | None = ...,
+                        trace: Trace | None = ..., max_concurrency: int | None = ...,
+                        timeout: float | None = ...) -> R: ...
+@overload
+async def execute_async(x: Structure, *, cache: OperationCache | None = ...,
                         trace: Trace | None = ..., max_concurrency: int | None = ...,
                         timeout: float | None = ...) -> Any: ...
 
@@ -447,7 +456,7 @@ async def execute_many_async(xs: Iterable[Batchable[T]], *, return_exceptions: b
                              max_concurrency: int | None = ...,
                              timeout: float | None = ...) -> list[T | BaseException]: ...
 @overload
-async def execute_many_async(xs: Iterable[Any], *, return_exceptions: bool = ...,
+async def execute_many_async(xs: Iterable[Structure], *, return_exceptions: bool = ...,
                              cache: OperationCache | None = ..., trace: Trace | None = ...,
                              max_concurrency: int | None = ...,
                              timeout: float | None = ...) -> list[Any]: ...
@@ -478,7 +487,10 @@ class BatchExecutor:
     def execute(x: Sequence[Batchable[T]], **opts: Any) -> list[T]: ...
     @overload
     @staticmethod
-    def execute(x: Any, **opts: Any) -> Any: ...
+    def execute(x: SharedGenerator[R], **opts: Any) -> R: ...
+    @overload
+    @staticmethod
+    def execute(x: Structure, **opts: Any) -> Any: ...
 
     @staticmethod
     def execute(x: Any, **opts: Any) -> Any:
@@ -495,7 +507,7 @@ class BatchExecutor:
                  **opts: Any) -> list[T | BaseException]: ...
     @overload
     @staticmethod
-    def executev(xs: Iterable[Any], **opts: Any) -> list[Any]: ...
+    def executev(xs: Iterable[Structure], **opts: Any) -> list[Any]: ...
 
     @staticmethod
     def executev(xs: Iterable[Any], **opts: Any) -> list[Any]:
@@ -512,7 +524,7 @@ class BatchExecutor:
                   **opts: Any) -> list[T | BaseException]: ...
     @overload
     @staticmethod
-    def executeva(*xs: Any, **opts: Any) -> list[Any]: ...
+    def executeva(*xs: Structure, **opts: Any) -> list[Any]: ...
 
     @staticmethod
     def executeva(*xs: Any, **opts: Any) -> list[Any]:
@@ -529,7 +541,7 @@ class BatchExecutor:
                      **opts: Any) -> list[T | BaseException]: ...
     @overload
     @staticmethod
-    def execute_many(xs: Iterable[Any], **opts: Any) -> list[Any]: ...
+    def execute_many(xs: Iterable[Structure], **opts: Any) -> list[Any]: ...
 
     @staticmethod
     def execute_many(xs: Iterable[Any], **opts: Any) -> list[Any]:
@@ -546,7 +558,7 @@ class BatchExecutor:
                      **opts: Any) -> Iterator[T | BaseException]: ...
     @overload
     @staticmethod
-    def execute_iter(xs: Iterable[Any], **opts: Any) -> Iterator[Any]: ...
+    def execute_iter(xs: Iterable[Structure], **opts: Any) -> Iterator[Any]: ...
 
     @staticmethod
     def execute_iter(xs: Iterable[Any], **opts: Any) -> Iterator[Any]:
@@ -561,7 +573,10 @@ class BatchExecutor:
     def execute_async(x: BatchableOperation[T], **opts: Any) -> Awaitable[T]: ...
     @overload
     @staticmethod
-    def execute_async(x: Any, **opts: Any) -> Awaitable[Any]: ...
+    def execute_async(x: SharedGenerator[R], **opts: Any) -> Awaitable[R]: ...
+    @overload
+    @staticmethod
+    def execute_async(x: Structure, **opts: Any) -> Awaitable[Any]: ...
 
     @staticmethod
     def execute_async(x: Any, **opts: Any) -> Awaitable[Any]:

@@ -22,7 +22,7 @@ from typing import Any, TypeAlias, TypeVar, overload
 from ._operation import BatchableOperation, Settled
 from ._sharing import SharedGenerator
 
-__all__ = ["Gen", "Batchable", "gather", "gather_list"]
+__all__ = ["Gen", "Batchable", "Structure", "gather", "gather_list"]
 
 T = TypeVar("T")
 T1 = TypeVar("T1")
@@ -39,6 +39,14 @@ Gen: TypeAlias = Generator[Any, Any, T]
 #: What ``gather`` and ``gather_list`` take: an operation, a batch generator or a
 #: :class:`SharedGenerator` giving ``T``.
 Batchable: TypeAlias = BatchableOperation[T] | Generator[Any, Any, T] | SharedGenerator[T]
+
+
+#: The other things an entry point takes: nested lists/tuples/dicts and ``settled(...)``.
+#: The entry points' overloads give these ``Any``.  It deliberately excludes
+#: generators and operations, so that an argument typed ``Generator[Any, Any, R]``
+#: matches one overload only and mypy does not give up on it as "ambiguous
+#: because of Any".
+Structure: TypeAlias = list[Any] | tuple[Any, ...] | dict[Any, Any] | Settled
 
 
 def _check_item(item: object, where: str) -> None:
@@ -90,7 +98,9 @@ def gather(x1: Batchable[T1], x2: Batchable[T2], x3: Batchable[T3], x4: Batchabl
 def gather(x1: Batchable[T1], x2: Batchable[T2], x3: Batchable[T3], x4: Batchable[T4],
            x5: Batchable[T5], x6: Batchable[T6], /) -> Gen[tuple[T1, T2, T3, T4, T5, T6]]: ...
 @overload
-def gather(*xs: Batchable[Any]) -> Gen[tuple[Any, ...]]: ...
+def gather(x1: Batchable[Any], x2: Batchable[Any], x3: Batchable[Any], x4: Batchable[Any],
+           x5: Batchable[Any], x6: Batchable[Any], x7: Batchable[Any], /,
+           *xs: Batchable[Any]) -> Gen[tuple[Any, ...]]: ...
 
 
 def gather(*xs: Any) -> Gen[tuple[Any, ...]]:

@@ -94,6 +94,40 @@ def gen_many() -> batch.Gen[int]:
     return len(seven) + len(six)
 
 
+def gen_plain(uid: int) -> Generator[Any, Any, User]:
+    """The usual annotation, written out: typed exactly like batch.Gen[User]."""
+    user = yield from GetUser(uid)
+    return user
+
+
+def gen_explicit(gens: list[Generator[Any, Any, User]]) -> batch.Gen[int]:
+    one = yield from batch.gather(gen_plain(1))
+    two = yield from batch.gather(gen_plain(1), GetName(2))
+    many = yield from batch.gather_list(gens)
+    if TYPE_CHECKING:
+        reveal_type(one)  # T: tuple[User]
+        reveal_type(two)  # T: tuple[User, str]
+        reveal_type(many)  # T: list[User]
+        reveal_type(batch.execute(gen_plain(1)))  # T: User
+        reveal_type(batch.execute_many(gens))  # T: list[User]
+        reveal_type(batch.execute_many(gens, return_exceptions=True))  # T: list[User | BaseException]
+        reveal_type(batch.execute_iter(gens))  # T: Iterator[User]
+        reveal_type(batch.BatchExecutor.execute(gen_plain(1)))  # T: User
+        reveal_type(batch.BatchExecutor.executev(gens))  # T: list[User]
+        reveal_type(batch.execute([[GetUser(1)], {"k": GetName(1)}]))  # T: Any
+        reveal_type(batch.execute_many([[GetUser(1)], (GetName(2),)]))  # T: list[Any]
+        reveal_type(batch.execute(batch.SharedGenerator(gen_plain(1))))  # T: User
+    return len(one) + len(two) + len(many)
+
+
+async def aexplicit(gen: Generator[Any, Any, User]) -> User:
+    user = await batch.execute_async(gen)
+    if TYPE_CHECKING:
+        reveal_type(user)  # T: User
+        reveal_type(await batch.execute_many_async([gen]))  # T: list[User]
+    return user
+
+
 def gen_wrong() -> batch.Gen[str]:
     user = yield from GetUser(1)
     if TYPE_CHECKING:
@@ -131,6 +165,8 @@ def main() -> None:
     assert batch.execute_many([GetName(1), GetName(-2)], return_exceptions=True)[0] == "user1"
     assert batch.execute(gen_mixed()) == (User(1), "user2", 5)
     assert batch.execute(gen_many()) == 13
+    assert batch.execute(gen_explicit([gen_plain(5), gen_plain(6)])) == 5
+    assert asyncio.run(aexplicit(gen_plain(7))) == User(7)
     shared = batch.SharedGenerator(gen_user(8))
     assert batch.execute(gen_shared(shared)) == [User(8), User(8), User(8), User(3)]
     del name
