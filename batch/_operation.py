@@ -128,7 +128,7 @@ class BatchableOperation(Generic[T_co]):
         return None
 
     @classmethod
-    def run_batch(cls, operations: list[Self]) -> BatchResults[T_co]:
+    def run_batch(cls, operations: list[Any]) -> BatchResults[T_co]:
         """Run a group of operations; return one result per operation, in order.
 
         It may return a sequence, be a batch generator (yield further
@@ -136,6 +136,8 @@ class BatchableOperation(Generic[T_co]):
         :func:`batch.execute_async`).  An ``Exception`` instance in place of a
         result fails only that operation.
 
+        ``operations`` is typed ``list[Any]`` so that an override may name its
+        own class (``operations: list[GetUser]``) under both mypy and pyright.
         Typed, the results must be of the class's result type: in a
         ``BatchableOperation[int]``, ``-> list[int]`` (or
         ``Generator[Any, Any, list[int]]``, or ``async def ... -> list[int]``)
