@@ -272,3 +272,34 @@ def test_the_typing_how_to_blocks_run_and_type_check(tmp_path: Path) -> None:
          "--cache-dir", str(tmp_path / "cache"), *files],
         cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+@pytest.mark.slow
+def test_an_editable_install_is_visible_to_mypy_outside_the_repository(tmp_path: Path) -> None:
+    # The README's `pip install -e '.[test]'`, in a fresh venv; mypy run from
+    # elsewhere must find `batch` and its types (a path entry, not an import hook).
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    install = subprocess.run([str(python), "-m", "pip", "install", "-q", "-e", str(ROOT), "mypy"],
+                             capture_output=True, text=True, timeout=600)
+    assert install.returncode == 0, install.stdout + install.stderr
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "user_module.py").write_text(
+        "import batch\n\n"
+        "class Double(batch.BatchableOperation[int]):\n"
+        "    def __init__(self, n: int) -> None:\n"
+        "        self.n = n\n\n"
+        "    @classmethod\n"
+        "    def run_batch(cls, operations: list['Double']) -> list[int]:\n"
+        "        return [op.n * 2 for op in operations]\n\n"
+        "def gen_twice(n: int) -> batch.Gen[int]:\n"
+        "    a = yield from Double(n)\n"
+        "    return a * 2\n\n"
+        "reveal_type(batch.execute(gen_twice(1)))\n"
+    )
+    checked = subprocess.run([str(python), "-m", "mypy", "--strict", "user_module.py"],
+                             cwd=outside, capture_output=True, text=True, timeout=300)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert re.search(r'Revealed type is "(builtins\.)?int"', checked.stdout), checked.stdout
