@@ -42,9 +42,8 @@ from ._operation import BatchableOperation
 __all__ = ["Remote", "remote"]
 
 # BLPOP waits this long (seconds) before the reader looks again whether
-# anyone still waits; a caller that gives up wakes it at once instead.
-_READ_BLOCK = 5.0
-_WAKE = b""  # pushed to a reply list to wake its reader: no records
+# anyone still waits (it exits when nobody does).
+_READ_BLOCK = 1.0
 
 
 def _server_id(client: Any) -> tuple[Any, ...]:
@@ -101,16 +100,14 @@ class _ReplyChannel:
         return made
 
     def withdraw(self, numbers: list[int]) -> None:
-        """Forget callers that gave up; wake the reader if nobody waits any more."""
+        """Forget callers that gave up (their late replies will be dropped).
+
+        No I/O here, so giving up never waits on Redis: a reader left with
+        nobody to serve exits when its ``BLPOP`` times out.
+        """
         with self._lock:
             for rid in numbers:
                 self._waiters.pop(rid, None)
-            idle = not self._waiters and self._reading
-        if idle:
-            try:  # so that the reader notices at once instead of after _READ_BLOCK
-                self._client.rpush(self.key, _WAKE)
-            except redis.RedisError:
-                pass
 
     def _read(self) -> None:
         if self._reader_client is None:

@@ -319,6 +319,9 @@ class Worker:
         except redis.ResponseError as e:
             if "BUSYGROUP" not in str(e):
                 raise
+        # Redis adds a consumer on its first delivery; naming it now lets
+        # operators (XINFO CONSUMERS) see an idle worker too.
+        client.xgroup_createconsumer(self.queue, wire.GROUP, self.consumer)
 
     # -- serving -------------------------------------------------------------------------
 
