@@ -18,8 +18,8 @@ future, so a late reply finds nobody and is dropped.
 - ``asend`` never does network I/O on the event loop: the ``XADD``s of every
   ``asend`` started in the same loop iteration go as one pipeline in the
   loop's default executor (one pipeline in flight per loop; calls arriving
-  meanwhile go in the next), and the reply arrives through the reader thread
-  via ``loop.call_soon_threadsafe``.
+  meanwhile go in the next), and the reader thread settles the replies of
+  one reply element in one ``loop.call_soon_threadsafe`` per loop.
 """
 
 from __future__ import annotations
@@ -83,21 +83,32 @@ class _ReplyChannel:
         self._client = client
         self._reader_client: Any = None
         self._lock = threading.Lock()
-        self._waiters: dict[int, tuple[Future[Any], str]] = {}
+        # request number -> (future, its event loop or None, queue name)
+        self._waiters: dict[int, tuple[Any, asyncio.AbstractEventLoop | None, str]] = {}
         self._numbers = itertools.count(1)
         self._reading = False
 
     def register(self, queue: str, count: int) -> list[tuple[int, Future[Any]]]:
         """``count`` new request numbers with their futures, reader running."""
         made = [(next(self._numbers), Future[Any]()) for _ in range(count)]
+        self._add([(rid, fut, None, queue) for rid, fut in made])
+        return made
+
+    def register_async(self, queue: str) -> tuple[int, asyncio.Future[Any]]:
+        """A new request number with an asyncio future of the running loop."""
+        loop = asyncio.get_running_loop()
+        rid, fut = next(self._numbers), loop.create_future()
+        self._add([(rid, fut, loop, queue)])
+        return rid, fut
+
+    def _add(self, entries: list[tuple[int, Any, asyncio.AbstractEventLoop | None, str]]) -> None:
         with self._lock:
-            for rid, fut in made:
-                self._waiters[rid] = (fut, queue)
+            for rid, fut, loop, queue in entries:
+                self._waiters[rid] = (fut, loop, queue)
             if not self._reading:
                 self._reading = True
                 threading.Thread(target=self._read, name=f"batch.redis reply reader {self.key}",
                                  daemon=True).start()
-        return made
 
     def withdraw(self, numbers: list[int]) -> None:
         """Forget callers that gave up (their late replies will be dropped).
@@ -136,19 +147,37 @@ class _ReplyChannel:
             records = list(wire.unpack_replies(data))
         except ValueError:
             records = []
-        for rid, kind, payload in records:
-            with self._lock:
-                entry = self._waiters.pop(rid, None)
+        # asyncio callers are settled in their loop, one wake-up per loop
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, bool, Any]]] = {}
+        with self._lock:
+            found = [(self._waiters.pop(rid, None), kind, payload) for rid, kind, payload in records]
+        for entry, kind, payload in found:
             if entry is None:
                 continue  # the caller gave up: a late reply is dropped
-            fut, queue = entry
+            fut, loop, queue = entry
+            ok = kind == wire.VALUE
+            outcome = payload if ok else wire.remote_error(payload, queue)
+            if loop is not None:
+                by_loop.setdefault(loop, []).append((fut, ok, outcome))
+            elif ok:
+                fut.set_result(outcome)
+            else:
+                fut.set_exception(outcome)
+        for loop, settled in by_loop.items():
             try:
-                if kind == wire.VALUE:
-                    fut.set_result(payload)
-                else:
-                    fut.set_exception(wire.remote_error(payload, queue))
-            except Exception:  # InvalidStateError: an asyncio caller cancelled meanwhile
-                pass
+                loop.call_soon_threadsafe(_settle, settled)
+            except RuntimeError:
+                pass  # that loop is closed: nobody waits there any more
+
+
+def _settle(settled: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    for fut, ok, outcome in settled:
+        if fut.done():
+            continue  # cancelled: the caller timed out or was cancelled
+        if ok:
+            fut.set_result(outcome)
+        else:
+            fut.set_exception(outcome)
 
 
 _channels: dict[tuple[Any, ...], _ReplyChannel] = {}
@@ -308,17 +337,17 @@ class Remote(BatchableOperation[Any]):
         """Send one request and await its result without blocking the event loop."""
         body = cls._encode(item)
         loop = asyncio.get_running_loop()
+        deadline = loop.time() + cls.timeout
         channel = _channel(cls.client)
-        [(rid, fut)] = channel.register(cls.queue, 1)
+        rid, fut = channel.register_async(cls.queue)
         try:
             sender = cls._senders.get(loop)
             if sender is None:
                 sender = cls._senders[loop] = _LoopSender(loop, cls.client, cls.queue)
-            deadline = loop.time() + cls.timeout
             await sender.add({wire.BODY: body, wire.REPLY_TO: channel.key, wire.ID: rid})
             try:
-                payload = await asyncio.wait_for(asyncio.wrap_future(fut, loop=loop),
-                                                 max(0.0, deadline - loop.time()))
+                async with asyncio.timeout_at(deadline):
+                    payload = await fut
             except TimeoutError:
                 raise cls._timeout_error() from None
         except BaseException:

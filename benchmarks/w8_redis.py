@@ -12,7 +12,7 @@ stopped here; each side's worker is a real process.
   The ratio of the two is the figure; target >= 15x.
 - Latency alone: one caller, ``send`` one at a time; p50 round trip against
   the worker's ``--max-delay`` (target <= max_delay + 2 ms).
-- Scaling: a function that takes 5 ms per batch (``--max-batch-size 8`` so
+- Scaling: a function that takes 5 ms per batch (``--max-batch-size 4`` so
   that the function, not the caller process, is the bottleneck), one worker
   then two; target: two give >= 1.6x.
 
@@ -247,7 +247,7 @@ def _scaling(port: int, total: int) -> dict[str, Any]:
         queue = f"w8-{uuid.uuid4().hex[:8]}"
         try:
             for _ in range(workers):
-                _batch_worker(procs, client, port, queue, "five_ms", 8)
+                _batch_worker(procs, client, port, queue, "five_ms", 4)
             echo = br.remote(client, queue, timeout=60)
             asyncio.run(_drive(echo.asend, 50, CONCURRENCY))  # warm-up
             rates[workers], _, wrong = asyncio.run(_drive(echo.asend, total, CONCURRENCY))
@@ -301,6 +301,6 @@ def format_w8(doc: dict[str, Any]) -> str:
                  f"(max_delay {a['max_delay_ms']:.0f} ms; target p50 <= {a['max_delay_ms'] + 2:.0f} ms)")
     if "scaling" in doc:
         s = doc["scaling"]
-        lines.append(f"  5 ms per batch (max batch 8): one worker {s['one_per_s']:,.0f} req/s, two "
+        lines.append(f"  5 ms per batch (max batch 4): one worker {s['one_per_s']:,.0f} req/s, two "
                      f"{s['two_per_s']:,.0f} req/s: {s['ratio']:.2f}x (target >= 1.6x)")
     return "\n".join(lines)
