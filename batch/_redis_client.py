@@ -5,8 +5,8 @@ the caller's reply key and a request number.  Every process has one reply
 list per Redis server (:class:`_ReplyChannel`), read by one thread blocked in
 ``BLPOP``; it routes each record to the ``concurrent.futures.Future`` that
 the caller registered under that number.  The thread runs only while some
-caller waits: it exits when the last waiter got its answer or gave up, and
-the next call starts a new one.  A caller that times out withdraws its
+caller waits, and one more ``BLPOP`` timeout (a second) after that; the
+next call starts a new one.  A caller that times out withdraws its
 future, so a late reply finds nobody and is dropped.
 
 - ``run_batch`` (a round of a batch generator): encode every body first (a
@@ -125,11 +125,18 @@ class _ReplyChannel:
             self._reader_client = dedicated_client(self._client, read_timeout=_READ_BLOCK)
         reader = self._reader_client
         failures = 0
+        idle = False
         while True:
             with self._lock:
-                if not self._waiters:
+                if self._waiters:
+                    idle = False
+                elif idle or failures:
                     self._reading = False
                     return
+                else:
+                    # Nobody waits: linger one more read, so that a caller
+                    # who sends again soon does not pay for a new thread.
+                    idle = True
             try:
                 got = reader.blpop([self.key], timeout=_READ_BLOCK)
             except redis.RedisError:
