@@ -539,3 +539,20 @@ def test_redis_stopped_and_started_again(private_redis: RedisServer, tmp_path: P
     finally:
         workers.close()
         client.close()
+
+
+def test_every_public_name_of_batch_redis_is_documented() -> None:
+    import inspect
+
+    missing = []
+    for name in br.__all__:
+        obj = getattr(br, name)
+        if not inspect.getdoc(obj):
+            missing.append(name)
+        if inspect.isclass(obj):
+            for attr, value in vars(obj).items():
+                if not attr.startswith("_") and callable(value) and not inspect.getdoc(getattr(obj, attr)):
+                    missing.append(f"{name}.{attr}")
+    assert missing == []
+    assert br.RemoteError.__module__ == "batch.redis"
+    assert issubclass(br.RemoteError, batch.BatchError)
