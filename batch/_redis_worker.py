@@ -53,6 +53,7 @@ log = logging.getLogger("batch.redis")
 
 _BLOCK_MS = 2_000  # the reader's blocking read; stop() cuts it short
 _REPLY_TTL = 600   # seconds a reply list outlives its last reply (its process may be gone)
+_REPLY_PREFIX = wire.REPLY_PREFIX.encode()
 
 # (entry id, fields, monotonic arrival time)
 Entry = tuple[bytes, dict[bytes, bytes], float]
@@ -332,7 +333,10 @@ class Worker:
         malformed: list[tuple[bytes, dict[bytes, bytes]]] = []
         for eid, fields, _ in entries:
             reply_to, rid, body = fields.get(wire.REPLY_TO), fields.get(wire.ID), fields.get(wire.BODY)
-            if reply_to is None or rid is None or body is None:
+            if reply_to is None or rid is None or body is None or not rid.isdigit() or \
+                    not reply_to.startswith(_REPLY_PREFIX):
+                # Not written by remote(): no caller to answer, and writing to
+                # whatever key it names is not this worker's business.
                 malformed.append((eid, fields))
                 continue
             try:
@@ -352,7 +356,7 @@ class Worker:
                     pipe.expire(reply_to, _REPLY_TTL)
                 for eid, fields in malformed:
                     pipe.xadd(self.dead_letter_stream, {**fields, b"reason": b"malformed request "
-                              b"(no body, reply key or id)", b"queue": self.queue, b"id": eid})
+                              b"(not sent by batch.redis.remote)", b"queue": self.queue, b"id": eid})
                 pipe.xack(self.queue, wire.GROUP, *ids)
                 pipe.xdel(self.queue, *ids)
                 pipe.execute()
@@ -450,7 +454,8 @@ class Worker:
         replies: dict[bytes, list[tuple[bytes, bytes, bytes]]] = {}
         for eid, fields, deliveries in dead:
             reply_to, rid = fields.get(wire.REPLY_TO), fields.get(wire.ID)
-            if reply_to is not None and rid is not None:
+            if reply_to is not None and rid is not None and rid.isdigit() and \
+                    reply_to.startswith(_REPLY_PREFIX):
                 replies.setdefault(reply_to, []).append((rid, wire.DEAD, wire.error_payload(
                     "DeadLetter",
                     f"request {eid.decode()} was delivered {deliveries} times "

@@ -556,3 +556,13 @@ def test_every_public_name_of_batch_redis_is_documented() -> None:
     assert missing == []
     assert br.RemoteError.__module__ == "batch.redis"
     assert issubclass(br.RemoteError, batch.BatchError)
+
+
+def test_a_foreign_entry_goes_to_the_dead_letter_stream(r: Any, queue: str, in_process: InProcess) -> None:
+    in_process.start(r, queue, redis_targets.echo, max_delay=0)
+    r.xadd(queue, {"b": '"x"', "r": "some:other:key", "i": "1"})   # not sent by remote()
+    wait_for(lambda: r.exists(br.dead_letter_key(queue)), what="the dead-letter entry")
+    [(_, fields)] = r.xrange(br.dead_letter_key(queue))
+    assert fields[b"reason"] == b"malformed request (not sent by batch.redis.remote)"
+    assert not r.exists("some:other:key")
+    assert br.remote(r, queue, timeout=10).send("fine")[0] == "fine"
