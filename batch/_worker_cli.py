@@ -39,6 +39,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-deliveries", type=int, default=3, metavar="N",
                    help="deliveries after which a request goes to the dead-letter stream "
                         "NAME:dead instead of running again (default 3)")
+    p.add_argument("--codec", metavar="MODULE[:NAME]", default=None,
+                   help="how bodies and results are encoded: an object or module with dumps() and "
+                        "loads(), the same as the clients' remote(..., codec=) (default: JSON)")
     p.add_argument("--status-interval", type=float, default=10.0, metavar="S",
                    help="seconds between status lines (default 10)")
     p.add_argument("--quiet", action="store_true",
@@ -46,9 +49,12 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _load(target: str) -> Any:
+def _load(target: str, *, module_ok: bool = False) -> Any:
+    """The object ``MODULE:NAME`` names (``MODULE`` alone too, when ``module_ok``)."""
     module_name, sep, attr = target.partition(":")
-    if not sep or not module_name or not attr:
+    if module_ok and not sep:
+        sep, attr = ":", ""
+    elif not sep or not module_name or not attr:
         raise LookupError(f"{target!r} is not MODULE:FUNCTION (e.g. app.models:embed)")
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # as `python -m` does for the current directory
@@ -56,7 +62,7 @@ def _load(target: str) -> Any:
         obj: Any = importlib.import_module(module_name)
     except ImportError as e:
         raise LookupError(f"cannot import module {module_name!r} of {target!r}: {e}") from e
-    for part in attr.split("."):
+    for part in attr.split(".") if attr else []:
         try:
             obj = getattr(obj, part)
         except AttributeError:
@@ -71,14 +77,20 @@ def main(argv: list[str]) -> int:
     try:
         import redis
 
-        from .redis import Worker
+        from .redis import JSON, Worker
     except ImportError:
         print("python -m batch worker needs redis-py: pip install 'batch[redis]'", file=sys.stderr)
         return 2
     try:
         fn = _load(args.target)
+        codec = _load(args.codec, module_ok=True) if args.codec else JSON
     except LookupError as e:
         print(f"python -m batch worker: {e}", file=sys.stderr)
+        return 2
+    if not (callable(getattr(codec, "dumps", None)) and callable(getattr(codec, "loads", None))):
+        print(f"python -m batch worker: --codec {args.codec} has no dumps() and loads(); give an "
+              f"object like the json module (the same the clients pass to remote(..., codec=))",
+              file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(message)s")
@@ -87,7 +99,8 @@ def main(argv: list[str]) -> int:
         client = redis.Redis.from_url(args.redis)
         worker = Worker(client, args.queue, fn, max_batch_size=args.max_batch_size,
                         max_delay=args.max_delay, claim_after=args.claim_after,
-                        max_deliveries=args.max_deliveries, status_interval=args.status_interval)
+                        max_deliveries=args.max_deliveries, codec=codec,
+                        status_interval=args.status_interval)
     except (TypeError, ValueError) as e:
         print(f"python -m batch worker: {e}", file=sys.stderr)
         return 2

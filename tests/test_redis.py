@@ -221,6 +221,14 @@ def test_a_body_that_cannot_be_encoded_fails_alone_before_sending(
     assert r.xlen(queue) == 0
 
 
+def test_the_cli_worker_takes_a_codec(r: Any, queue: str, workers: Workers) -> None:
+    import pickle
+
+    workers.start("double", queue, "--codec", "pickle")
+    double = br.remote(r, queue, codec=pickle, timeout=10)
+    assert double.send((1, 2)) == (1, 2, 1, 2)         # a tuple: pickle, not JSON
+
+
 def test_a_custom_codec_on_both_sides(r: Any, queue: str, in_process: InProcess) -> None:
     import pickle
 
@@ -417,10 +425,12 @@ def test_startup_and_status_lines_and_quiet(r: Any, queue: str, workers: Workers
     ("redis_targets:nosuch", "module 'redis_targets' has no attribute 'nosuch'"),
     ("no_such_module_xyz:fn", "cannot import module 'no_such_module_xyz'"),
     ("redis_targets", "is not MODULE:FUNCTION"),
+    ("redis_targets:echo --codec redis_targets:not_callable", "--codec redis_targets:not_callable has "
+                                                              "no dumps() and loads()"),
 ])
 def test_cli_bad_target_exits_2(target: str, message: str) -> None:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests")]))
-    done = subprocess.run([sys.executable, "-m", "batch", "worker", target, "--queue", "q",
+    done = subprocess.run([sys.executable, "-m", "batch", "worker", *target.split(), "--queue", "q",
                            "--redis", "unix:///nonexistent.sock"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=30)
     assert done.returncode == 2
