@@ -319,14 +319,18 @@ class Remote(BatchableOperation[Any]):
             raise
         deadline = time.monotonic() + cls.timeout
         late: list[int] = []
-        for (i, _), (rid, fut) in zip(bodies, waits):
-            try:
-                results[i] = cls._decode(fut.result(max(0.0, deadline - time.monotonic())))
-            except TimeoutError:
-                late.append(rid)
-                results[i] = cls._timeout_error()
-            except Exception as e:
-                results[i] = e
+        try:
+            for (i, _), (rid, fut) in zip(bodies, waits):
+                try:
+                    results[i] = cls._decode(fut.result(max(0.0, deadline - time.monotonic())))
+                except TimeoutError:
+                    late.append(rid)
+                    results[i] = cls._timeout_error()
+                except Exception as e:
+                    results[i] = e
+        except BaseException:  # KeyboardInterrupt and such: nobody waits for the rest now
+            channel.withdraw([rid for rid, _ in waits])
+            raise
         if late:
             channel.withdraw(late)
         return results
