@@ -576,3 +576,15 @@ def test_a_foreign_entry_goes_to_the_dead_letter_stream(r: Any, queue: str, in_p
     assert fields[b"reason"] == b"malformed request (not sent by batch.redis.remote)"
     assert not r.exists("some:other:key")
     assert br.remote(r, queue, timeout=10).send("fine")[0] == "fine"
+
+
+def test_remote_operations_in_execute_async(r: Any, queue: str, in_process: InProcess) -> None:
+    in_process.start(r, queue, redis_targets.echo, max_delay=0.2)
+    echo = br.remote(r, queue, timeout=10)
+
+    def gen() -> Any:
+        a, b = yield echo(1), echo(2)
+        return a, b
+
+    a, b = asyncio.run(batch.execute_async(gen()))   # run_batch is blocking: runs in a thread
+    assert (a, b) == ([1, os.getpid(), 2], [2, os.getpid(), 2])
