@@ -219,12 +219,17 @@ def _dynamic_batcher_throughput(port: int, total: int) -> dict[str, Any]:
                      "from benchmarks.w8_redis import trivial\n"
                      "asyncio.run(BatchProcessor(batch_size=64, batch_time=0.05).start_daemon(trivial))"],
                     env=env)
+        import importlib
         import logging
 
-        from dynamic_batcher import DynamicBatcher
+        import dynamic_batcher.batcher
+        import dynamic_batcher.redis_engine
 
+        # It reads REDIS__* into module constants at import: reload for this run's server.
+        importlib.reload(dynamic_batcher.redis_engine)
+        importlib.reload(dynamic_batcher.batcher)
         logging.getLogger("dynamic_batcher").disabled = True
-        batcher = DynamicBatcher(delay=0.001, timeout=60)
+        batcher = dynamic_batcher.batcher.DynamicBatcher(delay=0.001, timeout=60)
         time.sleep(1.0)  # its processor has no readiness signal; requests wait in the stream anyway
         rate, lat, wrong = asyncio.run(_drive(batcher.asend, total, CONCURRENCY))
     finally:
