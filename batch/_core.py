@@ -95,7 +95,7 @@ from typing import Any
 
 from . import _hooks
 from ._cache import InFlight, OperationCache
-from ._dispatch import Call, Dispatch, chunks, log_call, validate
+from ._dispatch import Call, Dispatch, chunks, log_call, owner_name, validate
 from ._errors import (
     BatchError,
     async_in_sync_error,
@@ -106,6 +106,7 @@ from ._errors import (
     root_started_error,
     root_twice_error,
     root_type_error,
+    run_batch_generator_expression_error,
 )
 from ._grouping import DedupeOps, Group
 from ._mailbox import ANSWER, RETRY, Mailbox
@@ -421,7 +422,11 @@ class Core:
                         self._round_done(record)
         if exc is None and result.__class__ is not list:
             group = call.dispatch.group
-            if result.__class__ is GeneratorType:
+            if result.__class__ is GeneratorType and result.gi_code.co_name == "<genexpr>":
+                # A generator expression is not a layered batch: a mistake.
+                result.close()
+                result, exc = None, run_batch_generator_expression_error(owner_name(group))
+            elif result.__class__ is GeneratorType:
                 if rec is not None:
                     rec.layered = True
                 self.sort_woken = True
@@ -432,7 +437,7 @@ class Core:
                 self.woken.append([result, contextvars.copy_context(), None, call, 0, None,
                                    SEND, since])
                 return
-            if group.info.uses_batcher:
+            elif group.info.uses_batcher:
                 result, exc = None, gen_batch_type_error(group.owner, result)
             elif isinstance(result, Awaitable):
                 if hasattr(result, "close"):

@@ -26,11 +26,14 @@ from typing import Any
 
 from ._cache import MISSING, InFlight
 from ._errors import (
+    name_of,
     reuse_error,
     self_wait_error,
     shared_elsewhere_error,
-    unhashable_error,
+    unhashable_operation_error,
     yield_error,
+    yield_from_iterator_error,
+    yielded_value_error,
 )
 from ._grouping import Group, group_key, op_info
 from ._operation import BatchableOperation, GenResult, OpInfo, Settled
@@ -107,12 +110,18 @@ def step(core: Any) -> None:
             except Exception as exc:
                 value = exc
                 resume = THROW
+                if exc.__class__ is AttributeError:
+                    value = _explain_attribute_error(gen, exc)
             except BaseException:
                 core.running = task  # so that abort() closes its parents too
                 raise
             else:
                 cls = y.__class__
                 if cls is GenType:
+                    if y.gi_code.co_name == "<genexpr>":  # a generator expression: a mistake
+                        value = yielded_value_error(name_of(gen), y)
+                        resume = THROW
+                        continue
                     # A single child runs on top of this task's chain.  A
                     # generator that started already (suspended) or ended
                     # (no frame) was yielded before: refuse it.
@@ -214,7 +223,15 @@ def _yield_other(core: Any, task: list[Any], y: Any, cls: type) -> tuple[Any, bo
         return start_join(core, [inner], task, 0, task[CTX], True, True, task[GEN])
     if isinstance(y, SharedGenerator):
         return wait_shared(core, y, task, 0, task[CTX])
-    return yield_error(task[GEN], y), True
+    return (yielded_value_error(name_of(task[GEN]), y) or yield_error(task[GEN], y)), True
+
+
+def _explain_attribute_error(gen: Any, exc: AttributeError) -> BaseException:
+    """``yield from [op, ...]`` sends into a list iterator: say what to write instead."""
+    obj = getattr(exc, "obj", None)
+    if exc.name in ("send", "throw") and obj is not None and not isinstance(obj, GeneratorType):
+        return yield_from_iterator_error(name_of(gen), obj)
+    return exc
 
 
 def _yieldable(value: Any) -> bool:
@@ -234,7 +251,7 @@ def enqueue(core: Any, op: Any, info: OpInfo, target: Any) -> tuple[Any, bool] |
         try:
             entry = data.get((cls, op), MISSING)
         except TypeError as exc:
-            return unhashable_error(info.name, True, exc), True
+            return unhashable_operation_error(cls, op, exc, "cache_results"), True
         if entry is not MISSING:
             if entry.__class__ is InFlight:
                 if entry.owner is core:
@@ -349,6 +366,8 @@ def start_join(core: Any, struct: Any, sink: Any, index: int, ctx: contextvars.C
                 run_group = None
             if item.gi_suspended or item.gi_frame is None:
                 fill(join, i, reuse_error(gen, item, True), True, woken)
+            elif item.gi_code.co_name == "<genexpr>":  # a generator expression: a mistake
+                fill(join, i, yielded_value_error(name_of(gen), item), True, woken)
             elif not eager:
                 children.append([item, ctx.copy(), None, join, i, None, SEND, 0])
             else:
@@ -418,7 +437,8 @@ def start_join(core: Any, struct: Any, sink: Any, index: int, ctx: contextvars.C
         else:
             place = f"key {keys[i]!r}" if isinstance(keys, list) else f"index {i}"
             where = f"a {type(struct).__qualname__} containing, at {place}, "
-            outcome = yield_error(gen, item, where), True
+            outcome = (yielded_value_error(name_of(gen), item)
+                       or yield_error(gen, item, where)), True
         if nested is not None:
             inner, inner_items, inner_keys = open_join(nested, join, i, nested_settled,
                                                        nested_single)
