@@ -321,6 +321,12 @@ class Core:
     def take(self, keys: list[Hashable] | None = None) -> list[Call]:
         """End the step phase: turn queued groups into calls (all, or those of ``keys``)."""
         if keys is None:
+            if len(self.groups) == 1 and self.trace is None:
+                # One group, no trace: the round of a small tree, kept short.
+                (group,) = self.groups.values()
+                self.groups = {}
+                self.rounds += 1
+                return self._prepare(group, _hooks._hook)
             groups = list(self.groups.values())
             self.groups = {}
         else:
@@ -382,17 +388,17 @@ class Core:
                 data[(cls, op)] = marker
                 markers.append(marker)
             d.markers = markers
-        d.results = [None] * len(uniq)
         if not uniq:  # every operation failed before sending (unhashable)
             self._deliver(d)
             return []
         trace = self.trace
         n = len(uniq)
         if info.max_cost is None and (info.max_size is None or n <= info.max_size):
-            d.pending = 1  # one call: no chunking to work out
+            d.pending = 1  # one call: no chunking to work out; its result is the results
             calls = [Call(d, 0, n, uniq, hook, trace)]
             d.calls = calls
             return calls
+        d.results = [None] * n  # filled chunk by chunk
         bounds, failures = chunks(info, uniq)
         d.pending = len(bounds) + len(failures)
         if len(bounds) == 1 and not failures:
@@ -464,17 +470,16 @@ class Core:
             if d.whole is None:
                 d.whole = set()
             d.whole.add(id(exc))
-            d.results[call.start:call.stop] = [exc] * n
+            result = [exc] * n
             if rec is not None:
                 rec.error = exc
+        elif rec is not None:
+            rec.failed = sum(1 for r in result if isinstance(r, Exception))
+        assert result is not None
+        if n == len(d.uniq):
+            d.results = result  # the only chunk
         else:
-            assert result is not None
-            if call.start == 0 and n == len(d.results):
-                d.results = result
-            else:
-                d.results[call.start:call.stop] = result
-            if rec is not None:
-                rec.failed = sum(1 for r in result if isinstance(r, Exception))
+            d.results[call.start:call.stop] = result
         if log.isEnabledFor(logging.DEBUG):
             log_call(call, exc)
         d.pending -= 1

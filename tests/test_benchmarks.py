@@ -144,7 +144,7 @@ def test_contenders_selects_peers(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--only", "W9"], "--only takes sections of W1,W2,W3,W4,OPT,W5,W8, got 'W9'"),
+    (["--only", "W9"], "--only takes sections of W1,W2,W3,W4,OPT,W5,W6,W8, got 'W9'"),
     (["--contenders", "btrekkie"],
      "--contenders takes names of raw,batch,asynq,aiodataloader, got 'btrekkie'"),
     (["--quick", "--repeat", "0"], "--repeat must be at least 1, got 0"),
@@ -238,3 +238,16 @@ def test_quick_run_w8(quick_run: tuple[dict[str, Any], str]) -> None:
         return
     assert (w8["batch"]["requests"], w8["batch"]["wrong"]) == (1_000, 0)
     assert w8["batch"]["per_s"] > 0 and w8["alone"]["p50_ms"] >= 5.0   # waits max_delay alone
+
+
+def test_quick_run_w6(quick_run: tuple[dict[str, Any], str]) -> None:
+    doc, out = quick_run
+    w6 = doc["w6"]
+    assert "W6: 500 requests, each a root that yields one operation" in out
+    names = [row["contender"] for row in w6["rows"]]
+    assert names[:4] == ["raw generator driven by hand", "batch.execute(root)",
+                         "await batch.execute_async(root), one after another",
+                         "execute_async, all requests at once (gather)"]
+    ok = [row for row in w6["rows"] if row["status"] == "ok"]
+    assert all(row["us_per_request"] > 0 for row in ok)
+    assert w6["ratios"]["execute_x_raw"] > 1   # nothing beats driving the generator by hand
