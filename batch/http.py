@@ -778,7 +778,6 @@ class BatchEndpoint(_EndpointBase):
         env["REQUEST_URI"] = env["RAW_URI"] = req.raw_path.decode("latin-1") + (
             "?" + env["QUERY_STRING"] if req.query else "")
         env["CONTENT_LENGTH"] = str(len(req.body))
-        env.setdefault("CONTENT_TYPE", "")
         env["wsgi.input"] = io.BytesIO(req.body)
         env["wsgi.input_terminated"] = True
         return env

@@ -82,6 +82,8 @@ class Recorder:
         headers = {k[5:].replace("_", "-").title(): v for k, v in environ.items() if k.startswith("HTTP_")}
         if environ.get("CONTENT_TYPE"):
             headers["Content-Type"] = environ["CONTENT_TYPE"]
+        if environ.get("CONTENT_LENGTH"):
+            headers["Content-Length"] = environ["CONTENT_LENGTH"]
         with self._lock:
             self.requests.append({"method": environ["REQUEST_METHOD"], "path": environ["PATH_INFO"],
                                   "headers": headers, "body": body})
