@@ -684,3 +684,26 @@ def doc_blocks() -> list[str]:
 def test_docs_page_blocks_run(index: int) -> None:
     code = doc_blocks()[index]
     exec(compile(code, f"{DOC}:block{index + 1}", "exec"), {"__name__": "__docs__"})
+
+
+# -- the W9 benchmark section (quick sizes) -------------------------------------------------
+
+def test_w9_quick_run_batches_in_one_post_with_the_same_responses(tmp_path: Path) -> None:
+    import json
+    import sys
+
+    root = str(Path(__file__).resolve().parents[1])
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from benchmarks.__main__ import main
+
+    out = tmp_path / "w9.json"
+    assert main(["--quick", "--only", "W9", "--json", str(out)]) == 0
+    w9 = json.loads(out.read_text())["w9"]
+    gets, codec = w9["gets"], w9["codec"]
+    assert (gets["gets"], gets["rounds"], gets["posts"], gets["same_responses"]) == (20, 1, 1, True)
+    assert gets["ratio"] == pytest.approx(gets["plain_best_s"] / gets["batch_best_s"])
+    assert gets["ratio"] > 2          # 20 round trips of 5 ms against one: far more on a quiet machine
+    assert codec["encoded_bytes"] > 4 * 1024 * 1024
+    # Flat memory: 4 MB went through each; neither held more than a few parts.
+    assert codec["encode_peak_kib"] < 1024 and codec["decode_peak_kib"] < 1024
