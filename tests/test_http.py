@@ -707,3 +707,18 @@ def test_w9_quick_run_batches_in_one_post_with_the_same_responses(tmp_path: Path
     assert codec["encoded_bytes"] > 4 * 1024 * 1024
     # Flat memory: 4 MB went through each; neither held more than a few parts.
     assert codec["encode_peak_kib"] < 1024 and codec["decode_peak_kib"] < 1024
+
+
+@pytest.mark.parametrize("module", [batch.http, multipart], ids=lambda m: m.__name__)
+def test_every_public_name_is_documented(module: Any) -> None:
+    import inspect
+
+    missing = []
+    for name in module.__all__:
+        obj = getattr(module, name)
+        if not inspect.getdoc(obj):
+            missing.append(name)
+        if inspect.isclass(obj):
+            missing += [f"{name}.{attr}" for attr, value in vars(obj).items()
+                        if not attr.startswith("_") and callable(value) and not inspect.getdoc(value)]
+    assert missing == []
