@@ -217,6 +217,9 @@ class Client:
     (streamed).  ``timeout`` (seconds) bounds connecting and each read.
     ``headers`` go on every POST (and every call sent alone); the batch
     endpoint applies them to each part, so they are sent once per POST.
+    ``max_batch_bytes`` bounds the bodies summed in one POST (default 8 MiB,
+    under the endpoints' default ``max_body_bytes`` of 10 MiB): a round of
+    many large bodies is split into more POSTs instead of being refused.
 
     >>> api = Client("http://api.local")
     >>> op = api.get("/people/alice")
@@ -229,7 +232,7 @@ class Client:
 
     def __init__(self, base_url: str, *, batch_path: str = "/batch", max_parts: int = 100,
                  concurrency: int = 3, max_part_bytes: int = 1 << 20, timeout: float = 10.0,
-                 headers: Mapping[str, str] | None = None) -> None:
+                 headers: Mapping[str, str] | None = None, max_batch_bytes: int = 8 << 20) -> None:
         split = urlsplit(base_url) if isinstance(base_url, str) else None
         if split is None or split.scheme not in ("http", "https") or not split.hostname \
                 or split.query or split.fragment:
@@ -249,6 +252,7 @@ class Client:
         if isinstance(max_part_bytes, bool) or not isinstance(max_part_bytes, int) or max_part_bytes < 0:
             raise ValueError(f"Client(max_part_bytes={max_part_bytes!r}): it must be an int >= 0")
         self.max_part_bytes = max_part_bytes
+        self.max_batch_bytes = _positive_int("Client", "max_batch_bytes", max_batch_bytes)
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
             raise ValueError(f"Client(timeout={timeout!r}): it must be a number of seconds > 0")
         self.timeout = float(timeout)
@@ -341,8 +345,17 @@ class Client:
         """One round's calls: chunk, send up to ``concurrency`` POSTs at once, match replies."""
         jobs: list[list[int]] = []
         batched = [i for i, op in enumerate(ops) if not op.goes_alone]
-        for start in range(0, len(batched), self.max_parts):
-            jobs.append(batched[start:start + self.max_parts])
+        # A new POST starts when one is full (max_parts) or would carry more
+        # than max_batch_bytes of bodies; one part always fits.
+        size = 0
+        for i in batched:
+            body = ops[i].body
+            n = len(body) if isinstance(body, bytes) else 0
+            if not jobs or len(jobs[-1]) == self.max_parts or (size + n > self.max_batch_bytes and jobs[-1]):
+                jobs.append([])
+                size = 0
+            jobs[-1].append(i)
+            size += n
         alone = [[i] for i, op in enumerate(ops) if op.goes_alone]
         results: list[Response | Exception | None] = [None] * len(ops)
 

@@ -182,6 +182,14 @@ def test_max_parts_chunks_a_round_into_several_posts(site: FlaskSite, url: str) 
     assert len(trace.rounds) == 1
 
 
+def test_max_batch_bytes_splits_a_round_of_large_bodies(site: FlaskSite, url: str) -> None:
+    api = Client(url, max_part_bytes=1000, max_batch_bytes=2500)
+    puts = [api.put(f"/objects/o{i}", body=bytes([65 + i]) * 1000) for i in range(5)]
+    assert [r.status for r in batch.execute(puts)] == [204] * 5
+    assert sorted(len(parts_of(r)) for r in site.outer.requests) == [1, 2, 2]
+    assert site.objects == {f"o{i}": bytes([65 + i]) * 1000 for i in range(5)}
+
+
 @pytest.mark.parametrize("concurrency", [1, 3])
 def test_concurrency_bounds_the_posts_in_flight(site: FlaskSite, url: str, concurrency: int) -> None:
     api = Client(url, max_parts=1, concurrency=concurrency)
@@ -375,6 +383,7 @@ def test_bad_calls_are_refused_before_anything_is_sent(call: Callable[[Client], 
     ({"base_url": "ftp://x"}, r"base_url must be 'http://host\[:port\]\[/prefix\]'"),
     ({"base_url": "http://h", "max_parts": 0}, r"Client\(max_parts=0\): max_parts must be a positive int"),
     ({"base_url": "http://h", "concurrency": 1.5}, "concurrency must be a positive int"),
+    ({"base_url": "http://h", "max_batch_bytes": 0}, "max_batch_bytes must be a positive int"),
     ({"base_url": "http://h", "timeout": 0}, r"Client\(timeout=0\): it must be a number of seconds > 0"),
     ({"base_url": "http://h", "batch_path": "batch"}, "path 'batch' is not a path"),
     ({"base_url": "http://h", "headers": {"A": "b\nc"}}, r"Client\(headers=...\): invalid value for header"),
