@@ -1,7 +1,7 @@
 """W9: HTTP batching, and the multipart encoder and decoder.
 
-1. A local WSGI server where every HTTP request costs ``latency_ms`` before it
-   is handled (a simulated round trip).  ``gets`` GETs one at a time with
+1. A local WSGI server (wsgiref, in a child process) where every HTTP request
+   costs ``latency_ms`` before it is handled (a simulated round trip).  ``gets`` GETs one at a time with
    ``http.client`` (the plain loop) versus one round of ``api.get`` through
    ``batch.http.BatchEndpoint``: the ratio of the two times, and a check that
    both got the same statuses and bodies.  Target: at least 20x for 100 GETs.
@@ -14,13 +14,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
+import os
 import re
+import subprocess
+import sys
 import threading
 import time
 import tracemalloc
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -80,14 +85,55 @@ def _plain_loop(port: int, gets: int) -> list[tuple[int, bytes]]:
     return out
 
 
+@contextlib.contextmanager
+def _server_process(latency_ms: float, max_parts: int) -> Iterator[int]:
+    """Run the slow server in a child process (its own GIL, as a real server has); yield its port.
+
+    The child serves until its stdin closes, so it never outlives this process.
+    """
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    code = f"from benchmarks.w9_http import serve; serve({latency_ms!r}, {max_parts!r})"
+    child = subprocess.Popen([sys.executable, "-c", code],
+                             cwd=root, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None
+        line = child.stdout.readline()
+        if not line.strip().isdigit():
+            raise RuntimeError(f"W9: the server process did not start (it printed {line!r})")
+        yield int(line)
+    finally:
+        assert child.stdin is not None
+        child.stdin.close()
+        try:
+            child.wait(10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+        if child.stdout is not None:
+            child.stdout.close()
+
+
+def serve(latency_ms: float, max_parts: int) -> None:
+    """The child process: serve the slow items app behind BatchEndpoint until stdin closes."""
+    from batch.http import BatchEndpoint
+
+    server, thread = _serve(_slow(BatchEndpoint(_items_app, max_parts=max_parts), latency_ms / 1000))
+    print(server.server_address[1], flush=True)
+    try:
+        sys.stdin.read()
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
 def measure_gets(gets: int, latency_ms: float, repeat: int) -> dict[str, Any]:
     """Time ``gets`` GETs one at a time vs one batched round; best of ``repeat``."""
     import batch
-    from batch.http import BatchEndpoint, Client
+    from batch.http import Client
 
-    server, thread = _serve(_slow(BatchEndpoint(_items_app, max_parts=max(gets, 1)), latency_ms / 1000))
-    try:
-        port = server.server_address[1]
+    with _server_process(latency_ms, max(gets, 1)) as port:
         api = Client(f"http://127.0.0.1:{port}", max_parts=100)
         plain_times, batch_times = [], []
         for _ in range(repeat):
@@ -102,10 +148,6 @@ def measure_gets(gets: int, latency_ms: float, repeat: int) -> dict[str, Any]:
             if batched != plain:
                 raise AssertionError("W9: the batched GETs got different responses than the plain loop")
         posts = -(-gets // 100)
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
     return {"gets": gets, "latency_ms": latency_ms, "plain_best_s": min(plain_times),
             "batch_best_s": min(batch_times), "ratio": min(plain_times) / min(batch_times),
             "rounds": len(trace.rounds), "posts": posts, "same_responses": True}
