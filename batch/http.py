@@ -726,6 +726,8 @@ class _EndpointBase:
         self.max_body_bytes = _positive_int(name, "max_body_bytes", max_body_bytes)
 
 
+_OUTER_ONLY = frozenset({"CONTENT_TYPE", "CONTENT_LENGTH", "werkzeug.request", "werkzeug.proxy_fix.orig"})
+
 WSGIStartResponse = Callable[..., Callable[[bytes], object]]
 WSGIApp = Callable[[dict[str, Any], WSGIStartResponse], Iterable[bytes]]
 
@@ -792,8 +794,10 @@ class BatchEndpoint(_EndpointBase):
         yield _closing(bnd)
 
     def _environ(self, outer: dict[str, Any], req: _PartRequest) -> dict[str, Any]:
+        # The outer request's objects (a parsed werkzeug request, its body
+        # stream) describe the batch, not the part: they are not copied.
         env = {k: v for k, v in outer.items()
-               if not k.startswith("HTTP_") and k not in ("CONTENT_TYPE", "CONTENT_LENGTH")}
+               if not k.startswith("HTTP_") and k not in _OUTER_ONLY}
         for key, value in outer.items():
             if key.startswith("HTTP_") and not key.startswith("HTTP_CONTENT_") \
                     and key[5:].replace("_", "-").lower() not in _HOP_BY_HOP:

@@ -731,3 +731,107 @@ def test_every_public_name_is_documented(module: Any) -> None:
             missing += [f"{name}.{attr}" for attr, value in vars(obj).items()
                         if not attr.startswith("_") and callable(value) and not inspect.getdoc(value)]
     assert missing == []
+
+
+# -- fuzzing the endpoints' parsing (in process: what matters is the parser) -----------------
+
+def _fuzz_body() -> Any:
+    """Batches of valid and hostile requests, encoded, then maybe cut or overwritten."""
+    from hypothesis import strategies as st
+
+    messages = st.sampled_from([
+        b"GET /a HTTP/1.1\r\n\r\n", b"PUT /a HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi",
+        b"POST /batch HTTP/1.1\r\n\r\n", b"GET http://evil/ HTTP/1.1\r\n\r\n",
+        b"GET http://h/x HTTP/1.1\r\n\r\n",
+        b"GET /a HTTP/1.1\r\nHost: evil\r\n\r\n", b"GET //x HTTP/1.1\r\n\r\n", b"garbage",
+        b"GET /a HTTP/1.1\r\nContent-Length: 9\r\n\r\nx", b"GET /a HTTP/1.1\r\nbad header\r\n\r\n"])
+    part_headers = st.sampled_from([{"Content-Type": "application/http"}, {}, {"Content-ID": "<x>"},
+                                    {"Content-Type": "text/plain"}])
+    batches = st.lists(st.tuples(part_headers, messages), max_size=5).map(
+        lambda parts: b"".join(multipart.encode(parts, "B")))
+    edits = st.lists(st.tuples(st.integers(0, 400), st.binary(max_size=3)), max_size=2)
+
+    def edit(body: bytes, changes: list[tuple[int, bytes]]) -> bytes:
+        data = bytearray(body)
+        for at, new in changes:
+            at %= len(data) + 1
+            data[at:at + len(new)] = new
+        return bytes(data)
+
+    return st.builds(edit, batches, edits)
+
+
+def test_wsgi_endpoint_fuzzed_answers_200_or_4xx_and_runs_nothing_on_4xx() -> None:
+    from hypothesis import given, settings
+
+    ran: list[str] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        ran.append(environ["PATH_INFO"])
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    endpoint = BatchEndpoint(app, max_parts=3, max_body_bytes=300)
+    outcomes: list[str] = []
+
+    @settings(max_examples=300, deadline=1000)
+    @given(body=_fuzz_body())
+    def check(body: bytes) -> None:
+        ran.clear()
+        statuses: list[tuple[str, dict[str, str]]] = []
+        environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/batch",
+                   "CONTENT_TYPE": "multipart/mixed; boundary=B", "CONTENT_LENGTH": str(len(body)),
+                   "wsgi.input": io.BytesIO(body), "HTTP_HOST": "h", "wsgi.url_scheme": "http"}
+        reply = b"".join(endpoint(environ, lambda status, headers: statuses.append((status, dict(headers)))))
+        status, headers = statuses[0]
+        outcomes.append(status[:3])
+        if status == "200 OK":
+            replies = list(multipart.decode([reply], multipart.parse_boundary(headers["Content-Type"])))
+            assert 1 <= len(ran) == len(replies) <= 3
+        else:
+            assert status[:1] == "4" and ran == [], (status, ran)
+
+    check()
+    assert {"200", "400"} <= set(outcomes)   # the fuzzer reaches both sides
+
+
+def test_asgi_endpoint_fuzzed_answers_200_or_4xx_and_runs_nothing_on_4xx() -> None:
+    from hypothesis import given, settings
+
+    ran: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        ran.append(scope["path"])
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    endpoint = AsgiBatchEndpoint(app, max_parts=3, max_body_bytes=300)
+
+    @settings(max_examples=100, deadline=2000)
+    @given(body=_fuzz_body())
+    def check(body: bytes) -> None:
+        ran.clear()
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "method": "POST", "path": "/batch", "root_path": "", "scheme": "http",
+                 "query_string": b"", "server": ("h", 80),
+                 "headers": [(b"host", b"h"), (b"content-type", b"multipart/mixed; boundary=B")]}
+        asyncio.run(endpoint(scope, receive, send))
+        status = sent[0]["status"]
+        outcomes.append(status)
+        if status == 200:
+            boundary = multipart.parse_boundary(dict(sent[0]["headers"])[b"content-type"].decode())
+            replies = list(multipart.decode([m.get("body", b"") for m in sent[1:]], boundary))
+            assert 1 <= len(ran) == len(replies) <= 3
+        else:
+            assert 400 <= status < 500 and ran == [], (status, ran)
+
+    outcomes: list[int] = []
+    check()
+    assert {200, 400} <= set(outcomes)
