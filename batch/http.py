@@ -198,11 +198,11 @@ def _positive_int(owner: str, name: str, value: object) -> int:
 
 def _check_path(path: object, owner: str) -> str:
     if not isinstance(path, str) or not path.startswith("/") or path.startswith("//") \
-            or any(c <= " " or c == "\x7f" for c in path):
+            or not path.isascii() or any(c <= " " or c == "\x7f" for c in path):
         raise ValueError(
             f"{owner}: path {path!r} is not a path on the client's host; it must start with one '/' "
-            "and have no spaces or control characters (e.g. '/people/alice?x=1', percent-encoded); "
-            "a call can never name another host")
+            "and have no spaces, control or non-ASCII characters (percent-encode them, e.g. "
+            "'/people/j%C3%BCrgen?x=1'); a call can never name another host")
     return path
 
 
@@ -273,6 +273,10 @@ class Client:
         for name, value in headers.items():
             try:
                 _check_header(name, value)
+                value.encode("latin-1")
+            except UnicodeEncodeError:
+                raise ValueError(f"{where}: header {name!r} has characters HTTP cannot carry "
+                                 f"({value!r}); encode them first (e.g. percent-encoding)") from None
             except ValueError as exc:
                 raise ValueError(f"{where}: {exc}") from None
             out[name] = value
@@ -468,8 +472,9 @@ class Client:
                                   url=self.base_url + op.path)
 
     def _send_alone(self, op: Request) -> Response:
-        headers = dict(self.headers.items())
-        headers.update(op.headers.items())
+        merged = Headers(self.headers.items())
+        merged.update(op.headers)          # the call's own headers win, whatever their case
+        headers = dict(merged.items())
         body = op.body
         if _is_file(body):
             length = _remaining_length(body)  # type: ignore[arg-type]
