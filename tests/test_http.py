@@ -230,6 +230,15 @@ def test_large_and_file_like_bodies_go_alone_and_stream(site: FlaskSite, url: st
                             "pipe": b"y" * 100_000}
 
 
+def test_a_calls_headers_override_the_clients_whatever_their_case(site: FlaskSite, url: str) -> None:
+    api = Client(url, max_part_bytes=4, headers={"authorization": "client", "X-Trace": "client"})
+    put = api.put("/objects/k", body=b"alone!", headers={"Authorization": "call"})
+    assert batch.execute(put).status == 204
+    (sent,) = site.outer.requests
+    assert (sent["path"], sent["headers"]["Authorization"], sent["headers"]["X-Trace"]) == (
+        "/objects/k", "call", "client")
+
+
 def test_a_part_error_status_is_a_normal_response(site: FlaskSite, url: str) -> None:
     api = Client(url)
     missing, crash, ok = batch.execute([api.get("/objects/nope"), api.get("/crash"), api.get("/people/a")])
