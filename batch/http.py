@@ -743,12 +743,12 @@ class BatchEndpoint(_EndpointBase):
     ``app`` is any WSGI application (Flask, Django, ...).  Parts run in order,
     one after the other, each with its own environ built from the batch
     request's (its headers apply unless the part sets them, ``Content-*``
-    excepted).  The reply streams: each part's response is sent as soon as it
-    is ready.  Refused with a 4xx and nothing run: not multipart (415),
-    malformed or truncated (400), more than ``max_parts`` parts or a body over
-    ``max_body_bytes`` (413), a nested batch, a part for another host or
-    outside ``SCRIPT_NAME`` (400), a method other than POST (405).  Every other
-    path passes through untouched.
+    excepted).  The reply streams in pieces of about 64 KiB as the parts
+    run, so memory stays bounded by a piece and one part.  Refused with a
+    4xx and nothing run: not multipart (415), malformed or truncated (400),
+    more than ``max_parts`` parts or a body over ``max_body_bytes`` (413), a
+    nested batch, a part for another host or outside ``SCRIPT_NAME`` (400), a
+    method other than POST (405).  Every other path passes through untouched.
     """
 
     def __init__(self, app: WSGIApp, path: str = "/batch", max_parts: int = 100,
