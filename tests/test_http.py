@@ -197,6 +197,8 @@ def test_concurrency_bounds_the_posts_in_flight(site: FlaskSite, url: str, concu
     assert [r.json() for r in responses] == [{"slept": 0.25}] * 3
     assert site.outer.lines == ["POST /batch"] * 3
     assert site.posts.most == concurrency
+    # The round's thread pool is gone by the time execute returns.
+    assert [t for t in threading.enumerate() if t.name.startswith("batch.http")] == []
 
 
 def test_large_and_file_like_bodies_go_alone_and_stream(site: FlaskSite, url: str) -> None:
@@ -295,6 +297,24 @@ def test_a_server_without_batch_endpoint_fails_the_post_with_its_status(site: Fl
     api = Client(url, batch_path="/not-batch")
     with pytest.raises(RequestError, match=r"failed: BatchError: the batch endpoint answered 404 NOT FOUND"):
         batch.execute(api.get("/people/a"))
+
+
+@pytest.mark.slow
+def test_soak_many_rounds_and_chunks_against_both_servers(site: FlaskSite, url: str,
+                                                          asgi: tuple[StarletteSite, str]) -> None:
+    threads_before = threading.active_count()
+    for base in (url, asgi[1]):
+        api = Client(base, max_parts=5, concurrency=3)
+
+        def gen(i: int, api: Client = api) -> Any:
+            first = yield [api.get(f"/people/r{i}-{j}") for j in range(40)]
+            second = yield [api.get(f"/people/{r.json()['name']}x") for r in first]
+            return [r.json()["name"] for r in second]
+
+        for i in range(30):
+            assert batch.execute(gen(i)) == [f"r{i}-{j}x" for j in range(40)]
+    assert len(site.outer.requests) == 30 * 2 * 8          # 40 calls in chunks of 5: 8 POSTs a round
+    assert threading.active_count() == threads_before
 
 
 # -- the client against hand-written batch servers: matching and malformed replies ---
