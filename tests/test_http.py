@@ -85,6 +85,13 @@ class FlaskSite:
                 time.sleep(seconds)
             return {"slept": seconds}
 
+        self.release = threading.Event()
+
+        @app.get("/block")
+        def block() -> Any:
+            self.release.wait(10)   # until the test lets go: a reply that never comes in time
+            return {"released": True}
+
         @app.get("/crash")
         def crash() -> Any:
             raise RuntimeError("boom")
@@ -103,6 +110,7 @@ class FlaskSite:
         self.outer.requests.clear()
         self.objects.clear()
         self.gauge.most = self.posts.most = 0
+        self.release.clear()
 
 
 @pytest.fixture(scope="module")
@@ -193,8 +201,8 @@ def test_max_batch_bytes_splits_a_round_of_large_bodies(site: FlaskSite, url: st
 @pytest.mark.parametrize("concurrency", [1, 3])
 def test_concurrency_bounds_the_posts_in_flight(site: FlaskSite, url: str, concurrency: int) -> None:
     api = Client(url, max_parts=1, concurrency=concurrency)
-    responses = batch.execute([api.get("/sleep/0.25") for _ in range(3)])
-    assert [r.json() for r in responses] == [{"slept": 0.25}] * 3
+    responses = batch.execute([api.get("/sleep/0.3") for _ in range(3)])
+    assert [r.json() for r in responses] == [{"slept": 0.3}] * 3
     assert site.outer.lines == ["POST /batch"] * 3
     assert site.posts.most == concurrency
     # The round's thread pool is gone by the time execute returns.
@@ -268,18 +276,20 @@ def test_execute_async_and_a_thread_pool_give_the_same_responses(site: FlaskSite
 
 
 def test_a_timed_out_post_fails_only_its_own_operations(site: FlaskSite, url: str) -> None:
-    api = Client(url, max_parts=1, timeout=0.2)
+    api = Client(url, max_parts=1, timeout=1.0)
 
     def gen() -> Any:
-        return (yield batch.settled([api.get("/people/quick"), api.get("/sleep/0.6")]))
+        return (yield batch.settled([api.get("/people/quick"), api.get("/block")]))
 
-    quick, slow = batch.execute(gen())
+    try:
+        quick, slow = batch.execute(gen())
+    finally:
+        site.release.set()     # let the server's handler thread finish
     assert isinstance(quick, Response) and quick.json()["name"] == "quick"
     assert isinstance(slow, RequestError)
-    assert re.fullmatch(r"GET http://127\.0\.0\.1:\d+/sleep/0\.6 \(in the batch POST to "
+    assert re.fullmatch(r"GET http://127\.0\.0\.1:\d+/block \(in the batch POST to "
                         r"http://127\.0\.0\.1:\d+/batch\) failed: TimeoutError: timed out", str(slow))
     assert isinstance(slow.__cause__, TimeoutError)
-    time.sleep(0.5)  # let the server's handler thread finish its sleep
 
 
 def test_an_unreachable_server_fails_with_the_os_error_as_cause() -> None:
