@@ -659,7 +659,7 @@ class _Plan:
         except MultipartError as exc:
             raise _Refusal(400, f"{where}: {exc}") from None
         target = pieces[1].decode("latin-1")
-        if "://" in target.split("?")[0]:
+        if target[:8].lower().startswith(("http://", "https://")):   # absolute form
             url = urlsplit(target)
             if url.scheme not in ("http", "https") or _norm_host(url.netloc, url.scheme) != self.host:
                 raise _Refusal(400, f"{where}: {target!r} names another host; a part may only "

@@ -518,10 +518,12 @@ def test_the_endpoint_refuses_other_methods(site: FlaskSite, url: str) -> None:
 
 
 def test_an_absolute_url_on_the_same_host_is_served(site: FlaskSite, url: str) -> None:
-    body = batch_body(f"GET {url}/people/abs HTTP/1.1\r\n\r\n".encode())
+    body = batch_body(f"GET {url}/people/abs HTTP/1.1\r\n\r\n".encode(),
+                      f"GET {url.upper()}/people/ABS2?next=http://x HTTP/1.1\r\n\r\n".encode(),
+                      b"GET /people/a://b HTTP/1.1\r\n\r\n")
     status, _, reply = raw_post(url, body, MULTIPART)
-    assert status == 200 and b'"name":"abs"' in reply
-    assert site.inner.lines == ["GET /people/abs"]
+    assert status == 200 and b'"name":"abs"' in reply and b'"name":"ABS2"' in reply
+    assert site.inner.lines == ["GET /people/abs", "GET /people/ABS2", "GET /people/a://b"]
 
 
 FLASK_BATCH_BOUNDARY = "===============7330845974216740156=="
