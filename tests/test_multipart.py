@@ -245,3 +245,23 @@ def test_new_boundary_is_random_and_valid() -> None:
     a, b = new_boundary(), new_boundary()
     assert a != b and a.startswith("batch_") and len(a) == 38
     Decoder(a)
+
+
+@settings(max_examples=300, deadline=1000)
+@given(parts=st.lists(st.tuples(headers, bodies), max_size=4),
+       edits=st.lists(st.tuples(st.integers(0, 2000), st.binary(max_size=4)), max_size=3),
+       cuts=st.lists(st.integers(0, 3000), max_size=8))
+def test_chunking_never_changes_the_outcome(parts: list[tuple[dict[str, str], bytes]],
+                                            edits: list[tuple[int, bytes]], cuts: list[int]) -> None:
+    data = bytearray(b"".join(encode(parts, "q")))
+    for at, replacement in edits:
+        at %= len(data) + 1
+        data[at:at + len(replacement)] = replacement
+
+    def outcome(chunks: list[bytes]) -> object:
+        try:
+            return list(decode(chunks, "q"))
+        except MultipartError:
+            return "MultipartError"
+
+    assert outcome(split(bytes(data), cuts)) == outcome([bytes(data)])
