@@ -582,6 +582,13 @@ class Core:
                 for other, target, waited, info in marker.close():
                     other.mailbox().post(RETRY, target, waited, info)
 
+    def conclude(self, failure: BaseException | None) -> None:
+        """A driver's last call: raise ``failure`` (a root's) after closing everything, or finish."""
+        if failure is not None:  # raised here, not in an except block: no implicit context
+            self.abort(failure)
+            raise failure
+        self.finish()
+
     def finish(self) -> None:
         """A successful end: release the shared bookkeeping."""
         self.closed = True

@@ -9,13 +9,24 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import ideal, options, raw, sql_page, w6_requests, w8_redis, with_aiodataloader, with_asynq, with_batch
+from . import (
+    ideal,
+    options,
+    raw,
+    sql_page,
+    w6_requests,
+    w8_redis,
+    w9_http,
+    with_aiodataloader,
+    with_asynq,
+    with_batch,
+)
 from .harness import Entry, format_table, measure, rows_to_json
 from .store import Sizes
 
 __all__ = ["SECTIONS", "CONTENDERS", "RAW", "IDEAL", "BATCH", "entries", "title", "run"]
 
-SECTIONS = ("W1", "W2", "W3", "W4", "OPT", "W5", "W6", "W8")
+SECTIONS = ("W1", "W2", "W3", "W4", "OPT", "W5", "W6", "W8", "W9")
 # Short names for --contenders (the ideal loop always runs: it is the reference).
 CONTENDERS = ("raw", "batch", "asynq", "aiodataloader")
 IDEAL = "ideal plain loop"
@@ -130,5 +141,9 @@ def run(sizes: Sizes, repeat: int, only: Sequence[str] = SECTIONS, *, quick: boo
         emit("")
         doc["w8"] = w8_redis.measure_w8(quick)
         emit(w8_redis.format_w8(doc["w8"]))
+    if "W9" in only:
+        doc["w9"] = w9_http.measure(quick, repeat)
+        emit("")
+        emit(w9_http.format_w9(doc["w9"]))
     return doc
 
