@@ -17,6 +17,7 @@ from ._errors import BatchResultError as BatchResultError
 from ._errors import CycleError as CycleError
 from ._errors import GeneratorReusedError as GeneratorReusedError
 from ._errors import YieldTypeError as YieldTypeError
+from ._function_op import operation as operation
 from ._operation import BatchableOperation as BatchableOperation
 from ._operation import Batcher as Batcher
 from ._operation import GenResult as GenResult
@@ -67,5 +68,6 @@ __all__ = [
     "execute_many_async",
     "gen_identity",
     "gen_structured",
+    "operation",
     "settled",
 ]
