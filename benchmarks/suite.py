@@ -9,13 +9,13 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import ideal, options, raw, sql_page, with_aiodataloader, with_asynq, with_batch
+from . import ideal, options, raw, sql_page, w7_batchers, with_aiodataloader, with_asynq, with_batch
 from .harness import Entry, format_table, measure, rows_to_json
 from .store import Sizes
 
 __all__ = ["SECTIONS", "CONTENDERS", "RAW", "IDEAL", "BATCH", "entries", "title", "run"]
 
-SECTIONS = ("W1", "W2", "W3", "W4", "OPT", "W5")
+SECTIONS = ("W1", "W2", "W3", "W4", "OPT", "W5", "W7")
 # Short names for --contenders (the ideal loop always runs: it is the reference).
 CONTENDERS = ("raw", "batch", "asynq", "aiodataloader")
 IDEAL = "ideal plain loop"
@@ -122,5 +122,9 @@ def run(sizes: Sizes, repeat: int, only: Sequence[str] = SECTIONS, *, quick: boo
             w5_rows = sql_page.measure_w5(sizes, repeat)
             doc["w5"] = sql_page.w5_to_json(w5_rows)
             emit(sql_page.format_w5(w5_rows, heading))
+    if "W7" in only:
+        doc["w7"] = w7_batchers.measure_w7(quick, repeat)
+        emit("")
+        emit(w7_batchers.format_w7(doc["w7"]))
     return doc
 
