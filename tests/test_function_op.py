@@ -210,7 +210,7 @@ def test_async_function_runs_under_execute_async() -> None:
         return await batch.execute_async([adouble(1), adouble(2), double(3)])
 
     assert asyncio.run(main()) == [2, 4, 6]
-    assert CALLS == [[1, 2], [3]]
+    assert sorted(CALLS) == [[1, 2], [3]]  # one call per function, in the same round
 
 
 def test_async_function_wrong_count_names_the_function() -> None:
