@@ -11,6 +11,8 @@ from ._api import execute_async as execute_async
 from ._api import execute_iter as execute_iter
 from ._api import execute_many as execute_many
 from ._api import execute_many_async as execute_many_async
+from ._batchers import AsyncBatcher as AsyncBatcher
+from ._batchers import DynamicBatcher as DynamicBatcher
 from ._cache import OperationCache as OperationCache
 from ._errors import BatchError as BatchError
 from ._errors import BatchResultError as BatchResultError
@@ -46,6 +48,8 @@ def __getattr__(name: str) -> object:
     raise AttributeError(f"module 'batch' has no attribute {name!r}")
 
 __all__ = [
+    "AsyncBatcher",
+    "DynamicBatcher",
     "BatchError",
     "BatchExecutor",
     "BatchResultError",

@@ -90,7 +90,7 @@ import enum
 import logging
 import threading
 import types
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Iterable
 from typing import Any
 
 from . import _hooks
@@ -112,7 +112,7 @@ from ._mailbox import ANSWER, RETRY, Mailbox
 from ._operation import BatchableOperation, Batcher, OpInfo, Settled
 from ._sharing import RUNNING, SharedGenerator
 from ._stepping import enqueue, step
-from ._tasks import SEND, SINCE, Join, Root, Task, by_since, deliver, fill
+from ._tasks import HOLD, SEND, SINCE, SINK, Join, Root, Task, by_since, deliver, fill, open_join
 from ._teardown import climb, close_tasks, find_cycle, suspended_tasks
 from ._trace import RoundRecord, Trace
 
@@ -161,6 +161,7 @@ class Core:
         self._round_calls: dict[int, list[Any]] = {}  # id(record) -> [record, calls left]
         self.shared: dict[SharedGenerator[Any], None] = {}  # started by this execution
         self._mailbox: Mailbox | None = None
+        self._dropped: dict[int, Any] = {}  # mailbox waiters withdrawn (see ``withdraw``)
         # Who drives this core, so that another execution knows whether it may
         # wait on it (see ``may_wait_on``): set by the driver.
         self.thread = threading.get_ident()
@@ -232,6 +233,8 @@ class Core:
         assert self._mailbox is not None
         woken = self.woken
         for kind, target, value, info in self._mailbox.take():
+            if self._dropped and self._dropped.pop(id(target), None) is not None:
+                continue  # its waiter was withdrawn
             if kind == ANSWER:
                 deliver([target], [value], woken)
             else:  # RETRY: its sender ended without an answer: send it ourselves
@@ -458,6 +461,71 @@ class Core:
             for other, target, _, _ in marker.close():
                 other.mailbox().post(ANSWER, target, value)
 
+    # -- a caller gives up (batchers) ---------------------------------------------
+
+    def withdraw(self, roots: Iterable[Root]) -> list[str]:
+        """Close the trees of ``roots`` only and withdraw their operations not sent yet.
+
+        For a driver that serves many callers (a batcher) whose caller
+        cancelled.  Every generator that works for one of ``roots`` alone
+        is closed (innermost first, in its own context); its queued
+        operations leave their groups (a group left empty is dropped), and
+        answers still to come for it (calls in flight, cache followers,
+        shared generators, other executions) are dropped when they arrive.
+        Work shared with other roots (a deduplicated or cached operation, a
+        shared generator, a layered batch) goes on for them.  The roots
+        never resolve.  Returns what raised while closing (as text).
+        """
+        gone = {id(r) for r in roots}
+        if not gone:
+            return []
+        memo: dict[int, bool] = {}
+
+        def withdrawn(x: Any) -> bool:
+            # Climb the waiters of ``x`` to its end point: one of ``roots``,
+            # or something shared (another root, a shared generator, a call).
+            path = []
+            while True:
+                k = id(x)
+                known = memo.get(k)
+                if known is not None:
+                    break
+                path.append(k)
+                cls = x.__class__
+                if cls is Task:
+                    x = x[SINK]
+                elif cls is Join:
+                    x = x.sink
+                elif cls is tuple:
+                    x = x[0]
+                else:
+                    known = k in gone
+                    break
+            for k in path:
+                memo[k] = known
+            return known
+
+        tasks = suspended_tasks([leaf for leaf in self._leaves() if withdrawn(leaf)])
+        self.ready[:] = [t for t in self.ready if not withdrawn(t)]
+        self.woken[:] = [t for t in self.woken if not withdrawn(t)]
+        for key, group in list(self.groups.items()):
+            _drop_targets(group, withdrawn)
+            if not group.targets:
+                del self.groups[key]
+        for d in self.dispatching:
+            # Sent already: the call goes on; the answer for a withdrawn
+            # waiter falls into a join nobody waits on.
+            d.group.targets = [_nowhere(t) if withdrawn(t) else t for t in d.group.targets]
+            for marker in d.markers or ():
+                marker.followers[:] = [t for t in marker.followers if not withdrawn(t)]
+        for shared in self.shared:
+            shared._waiters = [w for w in shared._waiters if not withdrawn(w[0])]
+        if self._mailbox is not None:
+            for target in self._mailbox.targets:
+                if withdrawn(target):
+                    self._dropped[id(target)] = target
+        return close_tasks(tasks)
+
     # -- the end -----------------------------------------------------------------
 
     def abort(self, exc: BaseException | None) -> None:
@@ -553,3 +621,35 @@ def _earliest_since(targets: list[Any], default: float) -> float:
 def _shared_name(shared: SharedGenerator[Any]) -> str:
     return name_of(shared._gen) if shared._gen is not None else repr(shared)
 
+
+
+def _drop_targets(group: Group, withdrawn: Callable[[Any], bool]) -> None:
+    """Take a queued group's withdrawn targets and their operations out of it."""
+    ops = group.ops
+    if ops.__class__ is DedupeOps:
+        yielded = [ops[p] if p >= 0 else ops.unhashable[-1 - p][0] for p in ops.positions]
+    else:
+        yielded = ops
+    targets: list[Any] = []
+    kept: list[Any] = []
+    pos = 0
+    for t in group.targets:
+        n = 1 if t.__class__ is Task else t[2]
+        if not withdrawn(t):
+            targets.append(t)
+            kept.extend(yielded[pos:pos + n])
+        pos += n
+    if len(targets) == len(group.targets):
+        return
+    group.targets = targets
+    fresh: list[Any] = DedupeOps() if ops.__class__ is DedupeOps else []
+    fresh.extend(kept)
+    group.ops = fresh
+
+
+def _nowhere(target: Any) -> tuple[Join, int, int]:
+    """A target for the answers of ``target``'s operations that nobody waits for."""
+    count = 1 if target.__class__ is Task else target[2]
+    join, _, _ = open_join([None] * (count + 1), HOLD, 0, False)  # one slot never fills
+    assert join is not None
+    return join, 0, count
