@@ -255,6 +255,12 @@ class DynamicBatcher:
         self._flush = False
         self._closed = False  # no more submits
         self._thread: threading.Thread | None = None
+        # How many queued roots wake the driver: 1 when it sleeps with nothing
+        # held back; while it sleeps until a held-back group is due, only as
+        # many as could fill a group (a root can make nothing due sooner), and
+        # none while it is busy (it looks at the inbox before it sleeps again).
+        self._notify_at = 1
+        self._fill_at = max_batch_size if max_batch_size is not None else 1 << 62
         self._idents: set[int] = set()  # the driver's and workers' threads
         self._failure: BaseException | None = None
         # Driver thread only.
@@ -288,10 +294,11 @@ class DynamicBatcher:
                 raise BatchError(
                     "DynamicBatcher.submit(): the batcher is closed; submit before close() (or "
                     "before leaving its `with` block), or make a new DynamicBatcher")
-            self._inbox.append(message)
+            inbox = self._inbox
+            inbox.append(message)
             if self._thread is None:
                 self._start()
-            elif len(self._inbox) == 1:
+            elif len(inbox) == self._notify_at:
                 self._cond.notify()
         return fut
 
@@ -389,6 +396,9 @@ class DynamicBatcher:
         cond = self._cond
         wake: float | None = None  # when a held-back group becomes due
         while True:
+            # While a held-back group waits, new roots need to wake the driver
+            # only once there are as many as could fill the fullest group.
+            room = max(1, self._fill_at - max((g.size for g in core.groups.values()), default=0))
             with cond:
                 while not self._inbox and not self._flush:
                     if self._closed and not self._live and not self._running:
@@ -397,9 +407,12 @@ class DynamicBatcher:
                         left = wake - time.monotonic()
                         if left <= 0:
                             break
+                        self._notify_at = room
                         cond.wait(left)
                     else:
+                        self._notify_at = 1
                         cond.wait()
+                self._notify_at = 0
                 messages = self._inbox
                 self._inbox = deque()
                 flush = self._flush or self._closed
