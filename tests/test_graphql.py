@@ -11,12 +11,14 @@ same query with the same data, and the batcher version must cost one
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from typing import Any
 
 import strawberry
 from strawberry.dataloader import DataLoader
 from strawberry.types import Info
+
+import batch
 
 # -- the data: 10 users, 30 posts, 60 comments ----------------------------------
 
@@ -123,3 +125,102 @@ def test_reference_dataloader_costs_one_call_per_level() -> None:
         "id": 1, "title": "post1",
         "comments": [{"id": 1, "text": "comment1"}, {"id": 2, "text": "comment2"}],
     }
+
+
+# -- the same schema, resolvers as batch generators through one AsyncBatcher ------------------
+
+
+def backend_ops(backend: Backend) -> tuple[Any, Any, Any]:
+    """The backend's three bulk lookups as operation classes (one set per request)."""
+    users = batch.operation(backend.users, name="Users")
+    posts_of = batch.operation(backend.posts_of, name="PostsOf")
+    comments_of = batch.operation(backend.comments_of, name="CommentsOf")
+    return users, posts_of, comments_of
+
+
+def gen_users(ops: Any, ids: list[int]) -> Generator[Any, Any, list[dict[str, Any]]]:
+    rows = yield [ops[0](i) for i in ids]
+    return [r for r in rows if r is not None]
+
+
+def gen_posts(ops: Any, user_id: int) -> Generator[Any, Any, list[dict[str, Any]]]:
+    return (yield ops[1](user_id))
+
+
+def gen_comments(ops: Any, post_id: int) -> Generator[Any, Any, list[dict[str, Any]]]:
+    return (yield ops[2](post_id))
+
+
+@strawberry.type
+class Comment:
+    id: int
+    text: str
+
+
+@strawberry.type
+class Post:
+    id: int
+    title: str
+
+    @strawberry.field
+    async def comments(self, info: Info) -> list[Comment]:
+        ctx = info.context
+        rows = await ctx["batcher"].run(gen_comments(ctx["ops"], self.id))
+        return [Comment(id=r["id"], text=r["text"]) for r in rows]
+
+
+@strawberry.type
+class User:
+    id: int
+    name: str
+
+    @strawberry.field
+    async def posts(self, info: Info) -> list[Post]:
+        ctx = info.context
+        rows = await ctx["batcher"].run(gen_posts(ctx["ops"], self.id))
+        return [Post(id=r["id"], title=r["title"]) for r in rows]
+
+
+@strawberry.type
+class Query:
+    @strawberry.field
+    async def users(self, info: Info, ids: list[int]) -> list[User]:
+        ctx = info.context
+        rows = await ctx["batcher"].run(gen_users(ctx["ops"], ids))
+        return [User(id=r["id"], name=r["name"]) for r in rows]
+
+
+SCHEMA = strawberry.Schema(query=Query)
+
+
+async def run_batched(backend: Backend, trace: batch.Trace | None = None) -> dict[str, Any]:
+    # One batcher per request, as one DataLoader per request.
+    async with batch.AsyncBatcher(trace=trace) as batcher:
+        context = {"batcher": batcher, "ops": backend_ops(backend)}
+        result = await SCHEMA.execute(QUERY, variable_values={"ids": IDS}, context_value=context)
+    assert result.errors is None, result.errors
+    assert result.data is not None
+    return result.data
+
+
+def test_batcher_resolvers_answer_like_dataloader_with_one_call_per_level() -> None:
+    reference = Backend()
+    expected = asyncio.run(run_reference(reference))
+    backend = Backend()
+    trace = batch.Trace()
+    data = asyncio.run(run_batched(backend, trace))
+    assert data == expected
+    assert backend.calls == reference.calls  # the same three calls, with the same keys
+    assert [name for name, _ in backend.calls] == ["users", "posts_of", "comments_of"]
+    assert trace.round_count == 3
+
+
+def test_concurrent_requests_each_get_their_own_batcher() -> None:
+    async def main() -> list[dict[str, Any]]:
+        backend = Backend()
+        pages = await asyncio.gather(run_batched(backend), run_batched(backend))
+        assert len(backend.calls) == 6  # three per request: requests do not share a batcher
+        return list(pages)
+
+    first, second = asyncio.run(main())
+    assert first == second and len(first["users"]) == 10
