@@ -257,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="render N users' pages as N concurrent asyncio requests: one execution "
                              "per request versus one shared batch.AsyncBatcher")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.requests == 0:
+        parser.error("--requests must be at least 1")
     latency = args.simulated_latency_ms / 1e3
     repeat = max(1, args.repeat if args.repeat is not None else (1 if latency else 3))
 
