@@ -58,6 +58,9 @@ __all__ = ["AsyncBatcher", "DynamicBatcher"]
 T = TypeVar("T")
 
 _ROOT_TYPES = (BatchableOperation, list, tuple, dict, Settled, SharedGenerator)
+# What a root may be besides a generator or one operation (typed Any: the
+# results of a structure are typed per item only by batch.gather).
+_Structure = list[Any] | tuple[Any, ...] | dict[Any, Any] | Settled | SharedGenerator[Any]
 
 
 # -- options and roots ----------------------------------------------------------------
@@ -276,7 +279,7 @@ class DynamicBatcher:
     @overload
     def submit(self, x: BatchableOperation[T]) -> concurrent.futures.Future[T]: ...
     @overload
-    def submit(self, x: Any) -> concurrent.futures.Future[Any]: ...
+    def submit(self, x: _Structure) -> concurrent.futures.Future[Any]: ...
 
     def submit(self, x: Any) -> concurrent.futures.Future[Any]:
         """Run ``x`` in the batcher's next round; a future of its result (any thread).
@@ -307,7 +310,7 @@ class DynamicBatcher:
     @overload
     def run(self, x: BatchableOperation[T]) -> T: ...
     @overload
-    def run(self, x: Any) -> Any: ...
+    def run(self, x: _Structure) -> Any: ...
 
     def run(self, x: Any) -> Any:
         """Submit ``x`` and wait for its result (raises its exception).
@@ -328,7 +331,7 @@ class DynamicBatcher:
     @overload
     async def arun(self, x: BatchableOperation[T]) -> T: ...
     @overload
-    async def arun(self, x: Any) -> Any: ...
+    async def arun(self, x: _Structure) -> Any: ...
 
     async def arun(self, x: Any) -> Any:
         """Submit ``x`` and await its result, from any event loop.
@@ -641,7 +644,7 @@ class AsyncBatcher:
     @overload
     async def run(self, x: BatchableOperation[T]) -> T: ...
     @overload
-    async def run(self, x: Any) -> Any: ...
+    async def run(self, x: _Structure) -> Any: ...
 
     async def run(self, x: Any) -> Any:
         """Run ``x`` in the batcher's next round and return its result (raises its exception).

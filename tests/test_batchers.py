@@ -601,3 +601,73 @@ def test_nothing_is_left_open() -> None:
         assert [batcher.run(g) for g in gens] == [0, 2, 4, 6, 8]
     gc.collect()
     assert all(g.gi_frame is None for g in gens)
+
+
+def test_cancel_withdraws_structures_and_keeps_what_others_share() -> None:
+    closed: list[str] = []
+
+    def child(x: int) -> Gen:
+        try:
+            return (yield double(x))
+        finally:
+            closed.append(f"child {x}")
+
+    def gen_fanout(base: int) -> Gen:
+        try:
+            return (yield [double(base), shared_double(99), child(base + 1), {"k": double(base + 2)}])
+        finally:
+            closed.append(f"root {base}")
+
+    with batch.DynamicBatcher(max_delay=None) as batcher:
+        keep = batcher.submit(gen_fanout(10))
+        drop = batcher.submit(gen_fanout(20))
+        time.sleep(0.05)
+        drop.cancel()
+        time.sleep(0.05)
+        assert sorted(closed) == ["child 21", "root 20"]
+        batcher.flush()
+        assert keep.result(5) == [20, 198, 22, {"k": 24}]
+    assert sorted(map(sorted, CALLS)) == [[10, 11, 12], [99]]  # nothing of caller 20 was sent
+
+
+def test_results_are_typed_by_the_root() -> None:
+    mypy_api = pytest.importorskip("mypy.api")
+    source = '''
+import asyncio
+from collections.abc import Generator
+from typing import Any
+import batch
+
+@batch.operation
+def lengths(xs: list[str]) -> list[int]:
+    return [len(x) for x in xs]
+
+def gen_total(words: list[str]) -> Generator[Any, Any, float]:
+    counts = yield [lengths(w) for w in words]
+    return float(sum(counts)) / 2
+
+async def main(a: batch.AsyncBatcher, d: batch.DynamicBatcher) -> None:
+    reveal_type(lengths("x"))
+    reveal_type(d.run(lengths("x")))
+    reveal_type(d.submit(gen_total([])))
+    reveal_type(await d.arun(gen_total([])))
+    reveal_type(await a.run(lengths("x")))
+    lengths(3)
+'''
+    import pathlib
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = pathlib.Path(tmp) / "typed_use.py"
+        path.write_text(source)
+        out, _err, _status = mypy_api.run(["--strict", "--no-incremental", "--python-version", "3.11",
+                                           "--cache-dir", str(pathlib.Path(tmp) / "cache"), str(path)])
+    revealed = [line.split("Revealed type is ")[1] for line in out.splitlines() if "Revealed type" in line]
+    assert revealed == [
+        '"batch._function_op.FunctionOperation[str, int]"',
+        '"int"',
+        '"concurrent.futures._base.Future[float]"',
+        '"float"',
+        '"int"',
+    ], out
+    assert 'Argument 1 to "FunctionOperation" has incompatible type "int"; expected "str"' in out
