@@ -60,7 +60,8 @@ def execute(x: Any, *, cache: OperationCache | None = None, trace: Trace | None 
     >>> batch.execute(gen_sum(1, 2))
     3
     """
-    check_workers(max_workers)
+    if max_workers is not None:
+        check_workers(max_workers)
     core = Core(cache=cache, trace=trace)
     root = core.add_root(x)
     drive(core, max_workers, timeout)

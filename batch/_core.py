@@ -109,7 +109,7 @@ from ._errors import (
 )
 from ._grouping import DedupeOps, Group
 from ._mailbox import ANSWER, RETRY, Mailbox
-from ._operation import BatchableOperation, Batcher, OpInfo, Settled
+from ._operation import BatchableOperation, Settled
 from ._sharing import RUNNING, SharedGenerator
 from ._stepping import enqueue, step
 from ._tasks import HOLD, SEND, SINCE, SINK, Join, Root, Task, by_since, deliver, fill, open_join
@@ -131,8 +131,19 @@ class State(enum.Enum):
     WAIT = "wait"
 
 
+DISPATCH = State.DISPATCH
+DONE = State.DONE
+
+
 class Core:
     """One execution's state: its roots, queued groups, calls in flight, cache and trace."""
+
+    # Slots, and containers made only when used: an execution that runs one
+    # small tree creates few objects for the garbage collector to track,
+    # which is what a server running thousands of them at once pays for.
+    __slots__ = ("_cache", "trace", "rounds", "cache_hits", "ready", "woken", "running", "clock",
+                 "sort_woken", "root_gens", "first_root", "groups", "dispatching",
+                 "_round_calls", "shared", "_mailbox", "thread", "loop", "closed")
 
     def __init__(self, *, cache: OperationCache | None = None, trace: Trace | None = None) -> None:
         if cache is not None and not isinstance(cache, OperationCache):
@@ -152,19 +163,22 @@ class Core:
         self.running: list[Any] | None = None
         self.clock = 0  # counts parkings, for the resume order (see _tasks.SINCE)
         self.sort_woken = False  # wake-ups may be out of order: sort before stepping
-        self.root_gens: dict[int, Any] = {}  # roots not started yet, to refuse one twice
+        # Root generators not started yet, to refuse one given twice: the
+        # first alone, a dict from the second on.
+        self.first_root: Any = None
+        self.root_gens: dict[int, Any] | None = None
         # Queued operations by group key, and the classes seen (``_grouping``).
         self.groups: dict[Hashable, Group] = {}
-        self.infos: dict[type, OpInfo] = {}
         # Dispatches taken and not yet answered, in take order.
         self.dispatching: dict[Dispatch, None] = {}
-        self._round_calls: dict[int, list[Any]] = {}  # id(record) -> [record, calls left]
+        self._round_calls: dict[int, list[Any]] | None = None  # trace: id(record) -> [record, calls left]
         self.shared: dict[SharedGenerator[Any], None] = {}  # started by this execution
         self._mailbox: Mailbox | None = None
         self._dropped: dict[int, Any] = {}  # mailbox waiters withdrawn (see ``withdraw``)
         # Who drives this core, so that another execution knows whether it may
-        # wait on it (see ``may_wait_on``): set by the driver.
-        self.thread = threading.get_ident()
+        # wait on it (see ``may_wait_on``): the thread that sends its cached
+        # operations, and the event loop an async driver sets.
+        self.thread = 0
         self.loop: Any = None
         self.closed = False
 
@@ -190,11 +204,16 @@ class Core:
         cannot be a root.
         """
         if type(x) is GeneratorType:
-            if id(x) in self.root_gens:
-                raise root_twice_error(x)
             if x.gi_suspended or x.gi_frame is None or x.gi_running:
-                raise root_started_error(x)
-            self.root_gens[id(x)] = x
+                raise root_twice_error(x) if self._seen_root(x) else root_started_error(x)
+            if self.first_root is None:
+                self.first_root = x
+            elif self._seen_root(x):
+                raise root_twice_error(x)
+            else:
+                if self.root_gens is None:
+                    self.root_gens = {id(self.first_root): self.first_root}
+                self.root_gens[id(x)] = x
             gen = x
         elif isinstance(x, (BatchableOperation, list, tuple, dict, Settled, SharedGenerator)):
             gen = root_gen(x)
@@ -204,29 +223,39 @@ class Core:
         self.woken.append([gen, contextvars.copy_context(), None, root, 0, None, SEND, 0])
         return root
 
+    def _seen_root(self, x: Any) -> bool:
+        if self.root_gens is not None:
+            return id(x) in self.root_gens
+        return self.first_root is x
+
+    def roots_started(self) -> None:
+        """Every root given so far has started: forget them (called by ``step``)."""
+        self.first_root = None
+        self.root_gens = None
+
     # -- phase 1 -----------------------------------------------------------------
 
     def step(self) -> State:
         """Run every runnable generator until each waits; say what the driver must do."""
         while True:
-            if self._mailbox is not None and self._mailbox.inbox:
+            mailbox = self._mailbox
+            if mailbox is not None and mailbox.inbox:
                 self._read_mail()
             if self.sort_woken:
                 self.woken.sort(key=by_since)
                 self.sort_woken = False
             step(self)
             if self.groups:
-                return State.DISPATCH
-            if self.ready or self.woken:  # pragma: no cover  (step() leaves neither)
-                continue
-            if self._mailbox is not None and (self._mailbox.inbox or self._mailbox.due):
-                if self._mailbox.inbox:
+                return DISPATCH
+            mailbox = self._mailbox  # the step may have made it
+            if mailbox is not None and (mailbox.inbox or mailbox.due):
+                if mailbox.inbox:
                     continue
                 return State.WAIT
             if self.dispatching:
                 return State.CALLS
-            if not self._break_cycle():
-                return State.DONE
+            if not self.shared or not self._break_cycle():
+                return DONE
 
     def _read_mail(self) -> None:
         """Deliver what other executions posted (see ``_mailbox``)."""
@@ -259,7 +288,7 @@ class Core:
             return False
         if self.loop is not None and other.loop is self.loop:
             return True
-        return other.thread != self.thread
+        return other.thread != threading.get_ident()
 
     def _break_cycle(self) -> bool:
         """Nothing can run, yet shared generators wait: on each other.  False if none wait."""
@@ -299,28 +328,34 @@ class Core:
         else:
             groups = [self.groups.pop(k) for k in keys]
         self.rounds += 1
-        hook = _hooks.current()  # an override entered mid-execution applies from here
+        hook = _hooks._hook  # an override entered mid-execution applies from here
         # One group wakes its waiters in the order they began to wait already
-        # (its targets were queued in that order); several groups or cached
-        # followers need the sort before the next step.
-        if len(groups) > 1 or any(g.info.cached for g in groups):
+        # (its targets were queued in that order); several groups, or cached
+        # followers (see _prepare), need the sort before the next step.
+        if len(groups) > 1:
             self.sort_woken = True
         trace = self.trace
-        record: RoundRecord | None = None
-        if trace is not None:
-            record = trace._begin_round()
-            record.cache_hits = self.cache_hits
-            trace.cache_hits += self.cache_hits
-            self.cache_hits = 0
-        calls: list[Call] = []
+        if trace is None:
+            if len(groups) == 1:
+                return self._prepare(groups[0], hook)
+            calls: list[Call] = []
+            for group in groups:
+                calls.extend(self._prepare(group, hook))
+            return calls
+        record = trace._begin_round()
+        record.cache_hits = self.cache_hits
+        trace.cache_hits += self.cache_hits
+        self.cache_hits = 0
+        calls = []
         for group in groups:
             calls.extend(self._prepare(group, hook))
-        if record is not None:
-            self._round_calls[id(record)] = [record, len(calls)]
-            for call in calls:
-                call.round = record
-            if not calls:
-                self._round_done(record)
+        if self._round_calls is None:
+            self._round_calls = {}
+        self._round_calls[id(record)] = [record, len(calls)]
+        for call in calls:
+            call.round = record
+        if not calls:
+            self._round_done(record)
         return calls
 
     def _prepare(self, group: Group, hook: Any) -> list[Call]:
@@ -339,6 +374,8 @@ class Core:
                     d.positions = ops.positions
         uniq = d.uniq
         if info.cached:
+            self.sort_woken = True  # followers wake with the waiters
+            self.thread = threading.get_ident()  # others wait on us: see may_wait_on
             data = self.cache._data
             cls = info.cls
             markers = []
@@ -351,11 +388,17 @@ class Core:
         if not uniq:  # every operation failed before sending (unhashable)
             self._deliver(d)
             return []
+        trace = self.trace
+        n = len(uniq)
+        if info.max_cost is None and (info.max_size is None or n <= info.max_size):
+            d.pending = 1  # one call: no chunking to work out
+            calls = [Call(d, 0, n, uniq, hook, trace)]
+            d.calls = calls
+            return calls
         bounds, failures = chunks(info, uniq)
         d.pending = len(bounds) + len(failures)
-        trace = self.trace
         if len(bounds) == 1 and not failures:
-            calls = [Call(d, 0, len(uniq), uniq, hook, trace)]
+            calls = [Call(d, 0, n, uniq, hook, trace)]
         else:
             calls = [Call(d, a, b, uniq[a:b], hook, trace) for a, b in bounds]
         d.calls = calls
@@ -374,12 +417,12 @@ class Core:
             record = call.round
             if record is not None:
                 record.batches.append(rec)
-                entry = self._round_calls.get(id(record))
+                entry = self._round_calls.get(id(record)) if self._round_calls else None
                 if entry is not None:
                     entry[1] -= 1
                     if entry[1] == 0:
                         self._round_done(record)
-        if exc is None:
+        if exc is None and result.__class__ is not list:
             group = call.dispatch.group
             if result.__class__ is GeneratorType:
                 if rec is not None:
@@ -392,16 +435,19 @@ class Core:
                 self.woken.append([result, contextvars.copy_context(), None, call, 0, None,
                                    SEND, since])
                 return
-            if isinstance(group.owner, Batcher):
+            if group.info.uses_batcher:
                 result, exc = None, gen_batch_type_error(group.owner, result)
             elif isinstance(result, Awaitable):
                 if hasattr(result, "close"):
                     result.close()  # silence "coroutine was never awaited"
                 result, exc = None, async_in_sync_error(group.info.name)
+        elif exc is None and call.dispatch.group.info.uses_batcher:
+            result, exc = None, gen_batch_type_error(call.dispatch.group.owner, result)
         self._accept(call, result, exc)
 
     def _round_done(self, record: RoundRecord) -> None:
-        del self._round_calls[id(record)]
+        if self._round_calls is not None:
+            self._round_calls.pop(id(record), None)
         if self.trace is not None:
             record.seconds = self.trace._now() - record.start
 
@@ -409,10 +455,12 @@ class Core:
         """Store a chunk's results (validated) or its failure; deliver when all are in."""
         d = call.dispatch
         n = call.stop - call.start
-        if exc is None:
+        if exc is None and (result.__class__ is not list or len(result) != n):
             result, exc = validate(call, result)
         rec = call.record
         if exc is not None:
+            if d.whole is None:
+                d.whole = set()
             d.whole.add(id(exc))
             d.results[call.start:call.stop] = [exc] * n
             if rec is not None:
@@ -438,7 +486,7 @@ class Core:
         markers = d.markers
         if markers is not None:
             self._store_cached(d, d.results, markers)
-        results = d.per_operation()
+        results = d.results if d.positions is None else d.per_operation()
         d.results = []
         deliver(d.group.targets, results, self.woken)
 
@@ -548,7 +596,7 @@ class Core:
         if exc is not None:
             if self.trace is not None:
                 self.trace.error = exc
-                for record, _ in list(self._round_calls.values()):
+                for record, _ in list((self._round_calls or {}).values()):
                     self._round_done(record)
             try:
                 exc.batch_rounds_completed = self.rounds  # type: ignore[attr-defined]
@@ -595,8 +643,10 @@ class Core:
     def finish(self) -> None:
         """A successful end: release the shared bookkeeping."""
         self.closed = True
-        self.shared.clear()
-        self._flush_cache_hits()
+        if self.shared:
+            self.shared.clear()
+        if self.cache_hits:
+            self._flush_cache_hits()
 
     def _flush_cache_hits(self) -> None:
         """Count cache hits of the step phase that no round followed."""

@@ -44,7 +44,7 @@ class Dispatch:
         self.positions: list[int] | None = None
         self.results: list[Any] = []
         self.pending = 0  # chunks that have not answered yet
-        self.whole: set[int] = set()  # ids of exceptions that failed a whole call
+        self.whole: set[int] | None = None  # ids of exceptions that failed a whole call
         self.markers: list[Any] | None = None  # in-flight cache entries, one per uniq op
 
     def per_operation(self) -> list[Any]:
@@ -117,7 +117,7 @@ class Call:
         ops = list(self.ops)
         self.t0 = time.perf_counter()
         try:
-            fn = owner.gen_batch if isinstance(owner, Batcher) else owner.run_batch
+            fn = owner.gen_batch if group.info.uses_batcher else owner.run_batch
             hook = self.hook
             if hook is None:
                 result = contextvars.copy_context().run(fn, ops)

@@ -165,10 +165,14 @@ def settled(value: Any) -> Settled:
 
 
 class OpInfo:
-    """How the executor treats one operation class (computed once per execution)."""
+    """How the executor treats one operation class.
+
+    Computed at the class's first use and kept while its settings stay the
+    same (see ``_grouping.op_info``): ``settings`` is what it was computed from.
+    """
 
     __slots__ = ("cls", "fast", "keyed", "uses_batcher", "dedupe", "cached",
-                 "max_size", "max_cost", "blocking", "name")
+                 "max_size", "max_cost", "blocking", "name", "settings")
 
     def __init__(self, cls: type[BatchableOperation[Any]]) -> None:
         name = cls.__qualname__
@@ -185,6 +189,13 @@ class OpInfo:
         self.blocking = bool(getattr(cls, "blocking", False))
         # The fast path groups by class alone and needs no per-operation call.
         self.fast = not (self.keyed or self.uses_batcher or self.cached)
+        self.settings = settings_of(cls)
+
+
+def settings_of(cls: type[BatchableOperation[Any]]) -> tuple[Any, ...]:
+    """The class settings an :class:`OpInfo` depends on."""
+    return (cls.max_batch_size, cls.max_batch_cost, cls.dedupe, cls.cache_results,
+            getattr(cls, "blocking", False), cls.batch_key, cls.batcher)
 
 
 def is_sequence_result(value: object) -> bool:

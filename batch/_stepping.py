@@ -67,7 +67,6 @@ def step(core: Any) -> None:
     woken = core.woken
     pop = ready.pop
     groups = core.groups
-    infos = core.infos
     clock = core.clock
     while True:
         if woken:
@@ -77,8 +76,8 @@ def step(core: Any) -> None:
             continue
         if not ready:
             core.clock = clock
-            if core.root_gens:
-                core.root_gens.clear()  # they have all started now
+            if core.first_root is not None:
+                core.roots_started()
             return
         task = pop()
         gen, ctx, _, _, _, value, resume, _ = task
@@ -134,17 +133,9 @@ def step(core: Any) -> None:
                     clock += 1
                     task[SINCE] = clock
                     break
-                info = infos.get(cls)
-                if info is not None and info.fast:
-                    group = groups[cls] = Group(cls, info, cls)
-                    group.ops.append(y)
-                    group.targets.append(task)
-                    clock += 1
-                    task[SINCE] = clock
-                    break
                 if cls is not GenResult:
                     core.clock = clock  # start_join may stamp tasks too
-                    outcome = _yield_other(core, task, y, cls, info)
+                    outcome = _yield_other(core, task, y, cls)
                     clock = core.clock
                     if outcome is None:
                         # Parked until what it waits on resolves.
@@ -185,19 +176,16 @@ def _reused(task: list[Any], y: Any) -> BaseException:
     return reuse_error(task[GEN], y)
 
 
-def _yield_other(core: Any, task: list[Any], y: Any, cls: type,
-                 info: OpInfo | None) -> tuple[Any, bool] | None:
-    """Everything but the fast paths: returns None to park, or a value to resume with."""
-    if info is None and isinstance(y, BatchableOperation):
-        info = core.infos[cls] = op_info(cls)
+def _yield_other(core: Any, task: list[Any], y: Any, cls: type) -> tuple[Any, bool] | None:
+    """Everything but a queued group's class: returns None to park, or a value to resume with."""
+    if isinstance(y, BatchableOperation):
+        info = op_info(cls)
         if info.fast:
-            group = core.groups.get(cls)
-            if group is None:
-                group = core.groups[cls] = Group(cls, info, cls)
+            # The first of its class this round: its group is keyed by the class.
+            group = core.groups[cls] = Group(cls, info, cls)
             group.ops.append(y)
             group.targets.append(task)
             return None
-    if info is not None:
         return enqueue(core, y, info, task)
     if isinstance(y, (list, tuple, dict)):
         return start_join(core, y, task, 0, task[CTX], False, False, task[GEN])
@@ -287,11 +275,10 @@ def start_join(core: Any, struct: Any, sink: Any, index: int, ctx: contextvars.C
     if join is None:
         return items, False  # empty: ``items`` is the empty result
     groups = core.groups
-    infos = core.infos
     woken = core.woken
     n = len(items)
     first = items[0].__class__
-    info = infos.get(first)
+    info = op_info(first) if isinstance(items[0], BatchableOperation) else None
     if info is not None and info.fast and n > 1 and len(set(map(type, items))) == 1:
         # A list of operations of one class: one run of targets, copied at C speed.
         group = groups.get(first)
@@ -310,7 +297,7 @@ def start_join(core: Any, struct: Any, sink: Any, index: int, ctx: contextvars.C
     # is the order in which running them from the ready stack would queue
     # them, without the trip through it.  The first one that yields
     # something else, and all after it, run from the ready stack instead.
-    parked: list[tuple[Group, Any, list[Any]]] = []
+    parked: list[tuple[Any, list[Any]]] = []
     eager = True
     outer: list[tuple[Join, Any, Any, int]] = []  # enclosing levels to go back to
     run_group: Group | None = None
@@ -363,13 +350,10 @@ def start_join(core: Any, struct: Any, sink: Any, index: int, ctx: contextvars.C
                     raise
                 else:
                     yc = y.__class__
-                    g = groups.get(yc)
-                    if g is None:
-                        yinfo = infos.get(yc)
-                        if yinfo is not None and yinfo.fast:
-                            g = groups[yc] = Group(yc, yinfo, yc)
-                    if g is not None:
-                        parked.append((g, y, child))
+                    # Parked: queued when the structure is done, so its own
+                    # operations (and their groups) come first.
+                    if yc in groups or (isinstance(y, BatchableOperation) and op_info(yc).fast):
+                        parked.append((y, child))
                     else:  # anything but a plain operation: taken up by step()
                         child[VALUE] = y
                         child[RESUME] = TAKE
@@ -378,11 +362,10 @@ def start_join(core: Any, struct: Any, sink: Any, index: int, ctx: contextvars.C
             i += 1
             continue
         group = groups.get(c)
-        if group is None:
-            info = infos.get(c)
-            if info is None and isinstance(item, BatchableOperation):
-                info = infos[c] = op_info(c)
-            if info is not None and info.fast:
+        info = None
+        if group is None and isinstance(item, BatchableOperation):
+            info = op_info(c)
+            if info.fast:
                 group = groups[c] = Group(c, info, c)
         if group is not None:
             if group is not run_group:
@@ -429,10 +412,15 @@ def start_join(core: Any, struct: Any, sink: Any, index: int, ctx: contextvars.C
         i += 1
 
 
-def _queue_parked(core: Any, parked: list[tuple[Group, Any, list[Any]]]) -> None:
+def _queue_parked(core: Any, parked: list[tuple[Any, list[Any]]]) -> None:
     """Queue the operations that in-place started generators stopped at."""
     clock = core.clock
-    for group, op, child in parked:
+    groups = core.groups
+    for op, child in parked:
+        cls = op.__class__
+        group = groups.get(cls)
+        if group is None:
+            group = groups[cls] = Group(cls, op_info(cls), cls)
         group.ops.append(op)
         group.targets.append(child)
         clock += 1
