@@ -143,7 +143,7 @@ class Core:
     # which is what a server running thousands of them at once pays for.
     __slots__ = ("_cache", "trace", "rounds", "cache_hits", "ready", "woken", "running", "clock",
                  "sort_woken", "root_gens", "first_root", "groups", "dispatching",
-                 "_round_calls", "shared", "_mailbox", "thread", "loop", "closed")
+                 "_round_calls", "shared", "_mailbox", "_dropped", "thread", "loop", "closed")
 
     def __init__(self, *, cache: OperationCache | None = None, trace: Trace | None = None) -> None:
         if cache is not None and not isinstance(cache, OperationCache):
@@ -174,7 +174,7 @@ class Core:
         self._round_calls: dict[int, list[Any]] | None = None  # trace: id(record) -> [record, calls left]
         self.shared: dict[SharedGenerator[Any], None] = {}  # started by this execution
         self._mailbox: Mailbox | None = None
-        self._dropped: dict[int, Any] = {}  # mailbox waiters withdrawn (see ``withdraw``)
+        self._dropped: dict[int, Any] | None = None  # mailbox waiters withdrawn (``withdraw``)
         # Who drives this core, so that another execution knows whether it may
         # wait on it (see ``may_wait_on``): the thread that sends its cached
         # operations, and the event loop an async driver sets.
@@ -262,7 +262,7 @@ class Core:
         assert self._mailbox is not None
         woken = self.woken
         for kind, target, value, info in self._mailbox.take():
-            if self._dropped and self._dropped.pop(id(target), None) is not None:
+            if self._dropped is not None and self._dropped.pop(id(target), None) is not None:
                 continue  # its waiter was withdrawn
             if kind == ANSWER:
                 deliver([target], [value], woken)
@@ -571,6 +571,8 @@ class Core:
         if self._mailbox is not None:
             for target in self._mailbox.targets:
                 if withdrawn(target):
+                    if self._dropped is None:
+                        self._dropped = {}
                     self._dropped[id(target)] = target
         return close_tasks(tasks)
 

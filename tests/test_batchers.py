@@ -12,6 +12,7 @@ import asyncio
 import contextvars
 import gc
 import math
+import sys
 import threading
 import time
 from collections.abc import Generator
@@ -588,7 +589,8 @@ def test_the_same_generator_twice_fails_the_second_caller() -> None:
         second = batcher.submit(g)
         batcher.flush()
         assert first.result(5) == 4
-        with pytest.raises(batch.GeneratorReusedError, match="given twice as a root"):
+        # Which message depends on whether the driver started the first one already.
+        with pytest.raises(batch.GeneratorReusedError, match="given twice as a root|was already started"):
             second.result(5)
 
 
@@ -660,8 +662,12 @@ async def main(a: batch.AsyncBatcher, d: batch.DynamicBatcher) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = pathlib.Path(tmp) / "typed_use.py"
         path.write_text(source)
-        out, _err, _status = mypy_api.run(["--strict", "--no-incremental", "--python-version", "3.11",
-                                           "--cache-dir", str(pathlib.Path(tmp) / "cache"), str(path)])
+        limit = sys.getrecursionlimit()  # mypy raises it for the whole process
+        try:
+            out, _err, _status = mypy_api.run(["--strict", "--no-incremental", "--python-version", "3.11",
+                                               "--cache-dir", str(pathlib.Path(tmp) / "cache"), str(path)])
+        finally:
+            sys.setrecursionlimit(limit)
     revealed = [line.split("Revealed type is ")[1] for line in out.splitlines() if "Revealed type" in line]
     assert revealed == [
         '"batch._function_op.FunctionOperation[str, int]"',
