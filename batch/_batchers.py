@@ -129,18 +129,24 @@ class _Schedule:
         self.min_batch_size = min_batch_size
         self.first_seen: dict[Hashable, float] = {}
 
-    def choose(self, groups: dict[Hashable, Any], now: float,
-               flush: bool) -> tuple[list[Hashable], float | None]:
-        """The keys of the groups due now (in group order), and when to look again."""
+    def choose(self, groups: dict[Hashable, Any], now: float, flush: bool,
+               born: float | None = None) -> tuple[list[Hashable], float | None]:
+        """The keys of the groups due now (in group order), and when to look again.
+
+        ``born``: when the earliest root stepped since the last call was
+        submitted; a group first seen now started waiting no later than its
+        caller did (a driver that sleeps through arrivals sees them late).
+        """
         due: list[Hashable] = []
         wake: float | None = None
         first_seen = self.first_seen
         delay = self.max_delay
         largest = self.max_batch_size
+        start = now if born is None or born > now else born
         for key, group in groups.items():
             since = first_seen.get(key)
             if since is None:
-                since = first_seen[key] = now
+                since = first_seen[key] = start
             size = group.size
             if flush or (largest is not None and size >= largest):
                 due.append(key)
@@ -291,7 +297,7 @@ class DynamicBatcher:
         """
         _check_root("DynamicBatcher.submit()", x)
         fut = _Future(self)
-        message = ("root", x, contextvars.copy_context(), fut)
+        message = ("root", x, contextvars.copy_context(), fut, time.monotonic())
         with self._cond:
             if self._closed:
                 raise BatchError(
@@ -421,7 +427,7 @@ class DynamicBatcher:
                 flush = self._flush or self._closed
                 self._flush = False
                 closed = self._closed
-            cancelled = self._take_messages(messages)
+            cancelled, born = self._take_messages(messages)
             if cancelled:
                 core.withdraw(cancelled)
                 schedule.forget_missing(core.groups)
@@ -431,7 +437,8 @@ class DynamicBatcher:
                 if state is State.DISPATCH:
                     if self._running >= self.max_workers:
                         break  # back-pressure: due groups wait for a free worker
-                    keys, wake = schedule.choose(core.groups, time.monotonic(), flush)
+                    keys, wake = schedule.choose(core.groups, time.monotonic(), flush, born)
+                    born = None
                     if not keys:
                         break
                     self._run_calls(core.take(keys))
@@ -448,16 +455,22 @@ class DynamicBatcher:
                                 return
                 break
 
-    def _take_messages(self, messages: deque[tuple[Any, ...]]) -> list[Root]:
-        """Add the new roots and complete the finished calls; the roots cancelled."""
+    def _take_messages(self, messages: deque[tuple[Any, ...]]) -> tuple[list[Root], float | None]:
+        """Add the new roots and complete the finished calls.
+
+        Returns the roots cancelled, and when the earliest new root was submitted.
+        """
         core = self._core
         cancelled: list[Root] = []
+        born: float | None = None
         for message in messages:
             kind = message[0]
             if kind == "root":
-                _, x, ctx, fut = message
+                _, x, ctx, fut, submitted = message
                 if fut.cancelled():
                     continue
+                if born is None or submitted < born:
+                    born = submitted
                 try:
                     root = ctx.run(core.add_root, x, False, self._settle_of(fut))
                 except Exception as err:
@@ -475,7 +488,7 @@ class DynamicBatcher:
                 if root is not None and not root.done and fut in self._live:
                     del self._live[fut]
                     cancelled.append(root)
-        return cancelled
+        return cancelled, born
 
     def _settle_of(self, fut: _Future) -> Any:
         live = self._live
@@ -536,7 +549,7 @@ class DynamicBatcher:
         self._core.abort(exc)
         futures = list(self._live)
         self._live.clear()
-        futures.extend(m[3] for m in messages if m[0] == "root")
+        futures.extend(m[3] for m in messages if m[0] == "root")  # not added yet
         for fut in futures:
             fut._settle_error(exc)
 
