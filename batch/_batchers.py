@@ -190,10 +190,13 @@ class _Future(concurrent.futures.Future[Any]):
         super().__init__()
         self._batcher: DynamicBatcher | None = batcher
         self._root: Root | None = None  # set by the driver thread when the root is added
+        self._cancelled = False  # read without the future's lock by the driver
 
     def cancel(self) -> bool:
+        """Cancel the call: closes its generators, withdraws its unsent operations."""
         if not super().cancel():
             return False
+        self._cancelled = True
         batcher = self._batcher
         if batcher is not None:
             batcher._post(("cancel", self))
@@ -467,7 +470,7 @@ class DynamicBatcher:
             kind = message[0]
             if kind == "root":
                 _, x, ctx, fut, submitted = message
-                if fut.cancelled():
+                if fut._cancelled:
                     continue
                 if born is None or submitted < born:
                     born = submitted
