@@ -95,7 +95,7 @@ from typing import Any
 
 from . import _hooks
 from ._cache import InFlight, OperationCache
-from ._dispatch import Call, Dispatch, chunks, log_call, validate
+from ._dispatch import Call, Dispatch, chunks, log_call, owner_name, validate
 from ._errors import (
     BatchError,
     async_in_sync_error,
@@ -106,6 +106,7 @@ from ._errors import (
     root_started_error,
     root_twice_error,
     root_type_error,
+    run_batch_generator_expression_error,
 )
 from ._grouping import DedupeOps, Group
 from ._mailbox import ANSWER, RETRY, Mailbox
@@ -323,6 +324,12 @@ class Core:
     def take(self, keys: list[Hashable] | None = None) -> list[Call]:
         """End the step phase: turn queued groups into calls (all, or those of ``keys``)."""
         if keys is None:
+            if len(self.groups) == 1 and self.trace is None:
+                # One group, no trace: the round of a small tree, kept short.
+                (group,) = self.groups.values()
+                self.groups = {}
+                self.rounds += 1
+                return self._prepare(group, _hooks._hook)
             groups = list(self.groups.values())
             self.groups = {}
         else:
@@ -384,17 +391,17 @@ class Core:
                 data[(cls, op)] = marker
                 markers.append(marker)
             d.markers = markers
-        d.results = [None] * len(uniq)
         if not uniq:  # every operation failed before sending (unhashable)
             self._deliver(d)
             return []
         trace = self.trace
         n = len(uniq)
         if info.max_cost is None and (info.max_size is None or n <= info.max_size):
-            d.pending = 1  # one call: no chunking to work out
+            d.pending = 1  # one call: no chunking to work out; its result is the results
             calls = [Call(d, 0, n, uniq, hook, trace)]
             d.calls = calls
             return calls
+        d.results = [None] * n  # filled chunk by chunk
         bounds, failures = chunks(info, uniq)
         d.pending = len(bounds) + len(failures)
         if len(bounds) == 1 and not failures:
@@ -424,7 +431,11 @@ class Core:
                         self._round_done(record)
         if exc is None and result.__class__ is not list:
             group = call.dispatch.group
-            if result.__class__ is GeneratorType:
+            if result.__class__ is GeneratorType and result.gi_code.co_name == "<genexpr>":
+                # A generator expression is not a layered batch: a mistake.
+                result.close()
+                result, exc = None, run_batch_generator_expression_error(owner_name(group))
+            elif result.__class__ is GeneratorType:
                 if rec is not None:
                     rec.layered = True
                 self.sort_woken = True
@@ -435,7 +446,7 @@ class Core:
                 self.woken.append([result, contextvars.copy_context(), None, call, 0, None,
                                    SEND, since])
                 return
-            if group.info.uses_batcher:
+            elif group.info.uses_batcher:
                 result, exc = None, gen_batch_type_error(group.owner, result)
             elif isinstance(result, Awaitable):
                 if hasattr(result, "close"):
@@ -462,17 +473,16 @@ class Core:
             if d.whole is None:
                 d.whole = set()
             d.whole.add(id(exc))
-            d.results[call.start:call.stop] = [exc] * n
+            result = [exc] * n
             if rec is not None:
                 rec.error = exc
+        elif rec is not None:
+            rec.failed = sum(1 for r in result if isinstance(r, Exception))
+        assert result is not None
+        if n == len(d.uniq):
+            d.results = result  # the only chunk
         else:
-            assert result is not None
-            if call.start == 0 and n == len(d.results):
-                d.results = result
-            else:
-                d.results[call.start:call.stop] = result
-            if rec is not None:
-                rec.failed = sum(1 for r in result if isinstance(r, Exception))
+            d.results[call.start:call.stop] = result
         if log.isEnabledFor(logging.DEBUG):
             log_call(call, exc)
         d.pending -= 1
@@ -641,6 +651,13 @@ class Core:
                     del data[(cls, op)]
                 for other, target, waited, info in marker.close():
                     other.mailbox().post(RETRY, target, waited, info)
+
+    def conclude(self, failure: BaseException | None) -> None:
+        """A driver's last call: raise ``failure`` (a root's) after closing everything, or finish."""
+        if failure is not None:  # raised here, not in an except block: no implicit context
+            self.abort(failure)
+            raise failure
+        self.finish()
 
     def finish(self) -> None:
         """A successful end: release the shared bookkeeping."""

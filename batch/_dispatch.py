@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ._errors import count_error, not_sequence_error, unhashable_error
+from ._errors import count_error, not_sequence_error, unhashable_operation_error
 from ._grouping import DedupeOps, Group
 from ._operation import Batcher, OpInfo, is_sequence_result
 from ._trace import BatchRecord, Trace
@@ -56,7 +56,9 @@ class Dispatch:
         ops = self.group.ops
         if ops.__class__ is DedupeOps and ops.unhashable:
             info = self.group.info
-            errors = [unhashable_error(info.name, info.cached, exc) for _, exc in ops.unhashable]
+            setting = "cache_results" if info.cached else "dedupe"
+            errors = [unhashable_operation_error(info.cls, op, exc, setting)
+                      for op, exc in ops.unhashable]
             return [results[p] if p >= 0 else errors[-1 - p] for p in positions]
         return list(map(results.__getitem__, positions))
 

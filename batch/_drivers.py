@@ -143,51 +143,33 @@ class SyncDriver:
             self.pool = None
 
 
-def finish(core: Core, work: Any) -> None:
-    """Run ``work()`` to the end of the execution; close everything on any failure."""
-    failure: BaseException | None = None
-    try:
-        work()
-    except RootFailure as rf:
-        failure = rf.exc
-    except BaseException as exc:
-        core.abort(exc)
-        raise
-    if failure is not None:
-        core.abort(failure)
-        raise failure
-    core.finish()
-
-
 def drive(core: Core, max_workers: int | None, timeout: float | None) -> None:
     """Run ``core`` to the end in this thread (``execute`` and ``execute_many``)."""
-    if max_workers is not None or timeout is not None:
-        driver = SyncDriver(core, max_workers, timeout)
-        try:
-            finish(core, driver.run)
-        finally:
-            driver.close()
-        return
-    # The common case, written out: a server pays this loop per request.
+    driver = None if max_workers is None and timeout is None else (
+        SyncDriver(core, max_workers, timeout))
     failure: BaseException | None = None
     try:
-        while True:
-            state = core.step()
-            if state is DISPATCH:
-                for call in core.take():
-                    # No local keeps the result: it must go when its waiter lets go of it.
-                    core.complete(call, *call.run())
-            elif state is DONE or not SyncDriver(core).settle_from(state):
-                break
+        if driver is not None:
+            driver.run()
+        else:
+            # The common case, written out: a server pays this loop per request.
+            while True:
+                state = core.step()
+                if state is DISPATCH:
+                    for call in core.take():
+                        # No local keeps the result: it goes when its waiter lets go of it.
+                        core.complete(call, *call.run())
+                elif state is DONE or not SyncDriver(core).settle_from(state):
+                    break
     except RootFailure as rf:
         failure = rf.exc
     except BaseException as exc:
         core.abort(exc)
         raise
-    if failure is not None:  # raised here, not in the except block: no implicit context
-        core.abort(failure)
-        raise failure
-    core.finish()
+    finally:
+        if driver is not None:
+            driver.close()
+    core.conclude(failure)
 
 
 # -- asyncio -------------------------------------------------------------------------
@@ -216,10 +198,7 @@ async def drive_async(core: Core, max_concurrency: int | None, timeout: float | 
             raise exc from None
         core.abort(exc)
         raise
-    if failure is not None:
-        core.abort(failure)
-        raise failure
-    core.finish()
+    core.conclude(failure)
 
 
 async def _rounds(core: Core, runner: _AsyncCalls) -> None:

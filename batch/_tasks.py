@@ -239,8 +239,10 @@ def deliver(targets: list[Any], results: list[Any], woken: list[Any]) -> None:
     if len(results) == 1 and len(targets) == 1:
         target = targets[0]
         value = results[0]
-        if target.__class__ is Task:
-            fill(target, 0, value, isinstance(value, Exception), woken)
+        if target.__class__ is Task:  # fill() of a task, written out: the commonest delivery
+            target[VALUE] = value
+            target[RESUME] = isinstance(value, Exception)
+            woken.append(target)
         else:
             fill(target[0], target[1], value, isinstance(value, Exception), woken)
         return

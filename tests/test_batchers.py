@@ -590,7 +590,7 @@ def test_the_same_generator_twice_fails_the_second_caller() -> None:
         batcher.flush()
         assert first.result(5) == 4
         # Which message depends on whether the driver started the first one already.
-        with pytest.raises(batch.GeneratorReusedError, match="given twice as a root|was already started"):
+        with pytest.raises(batch.GeneratorReusedError, match=r"given twice as a root|was already started"):
             second.result(5)
 
 
