@@ -274,7 +274,7 @@ class DynamicBatcher:
         self._notify_at = 1
         self._fill_at = max_batch_size if max_batch_size is not None else 1 << 62
         self._idents: set[int] = set()  # the driver's and workers' threads
-        self._failure: BaseException | None = None
+        self._mail = False  # another execution answered (see Core's mailbox)
         # Driver thread only.
         self._live: dict[_Future, None] = {}
         self._calls: queue.SimpleQueue[Call | None] | None = None
@@ -412,7 +412,7 @@ class DynamicBatcher:
             # only once there are as many as could fill the fullest group.
             room = max(1, self._fill_at - max((g.size for g in core.groups.values()), default=0))
             with cond:
-                while not self._inbox and not self._flush:
+                while not self._inbox and not self._flush and not self._mail:
                     if self._closed and not self._live and not self._running:
                         break
                     if wake is not None:
@@ -425,6 +425,7 @@ class DynamicBatcher:
                         self._notify_at = 1
                         cond.wait()
                 self._notify_at = 0
+                self._mail = False
                 messages = self._inbox
                 self._inbox = deque()
                 flush = self._flush or self._closed
@@ -502,7 +503,9 @@ class DynamicBatcher:
         return settle
 
     def _notify(self) -> None:
+        """Another execution posted an answer into the core's mailbox (any thread)."""
         with self._cond:
+            self._mail = True
             self._cond.notify()
 
     def _run_calls(self, calls: list[Call]) -> None:
@@ -640,7 +643,6 @@ class AsyncBatcher:
         self._running = 0  # calls in flight
         self._tasks: set[asyncio.Future[Any]] = set()
         self._drained: asyncio.Future[None] | None = None
-        self._failure: BaseException | None = None
         self._futures: dict[Root, asyncio.Future[Any]] = {}
 
     def _bind(self, what: str) -> asyncio.AbstractEventLoop:

@@ -677,3 +677,29 @@ async def main(a: batch.AsyncBatcher, d: batch.DynamicBatcher) -> None:
         '"int"',
     ], out
     assert 'Argument 1 to "FunctionOperation" has incompatible type "int"; expected "str"' in out
+
+
+def test_waits_for_an_answer_another_execution_has_in_flight() -> None:
+    release = threading.Event()
+    started = threading.Event()
+
+    @batch.operation(cache_results=True)
+    def cached(xs: list[int]) -> list[int]:
+        CALLS.append(list(xs))
+        started.set()
+        release.wait(5)
+        return [x + 1 for x in xs]
+
+    cache = batch.OperationCache()
+    other: list[Any] = []
+    t = threading.Thread(target=lambda: other.append(batch.execute(cached(1), cache=cache)))
+    t.start()
+    assert started.wait(5)  # the other execution's call is running
+    with batch.DynamicBatcher(max_delay=0, cache=cache) as batcher:
+        fut = batcher.submit(cached(1))  # waits on that call instead of sending its own
+        time.sleep(0.05)
+        assert not fut.done()
+        release.set()
+        assert fut.result(5) == 2
+    t.join(5)
+    assert other == [2] and CALLS == [[1]]
