@@ -118,7 +118,7 @@ def step(core: Any) -> None:
             else:
                 cls = y.__class__
                 if cls is GenType:
-                    if y.gi_code.co_name == "<genexpr>":  # a generator expression: a mistake
+                    if y.__name__ == "<genexpr>":  # a generator expression: a mistake
                         value = yielded_value_error(name_of(gen), y)
                         resume = THROW
                         continue
@@ -366,7 +366,7 @@ def start_join(core: Any, struct: Any, sink: Any, index: int, ctx: contextvars.C
                 run_group = None
             if item.gi_suspended or item.gi_frame is None:
                 fill(join, i, reuse_error(gen, item, True), True, woken)
-            elif item.gi_code.co_name == "<genexpr>":  # a generator expression: a mistake
+            elif item.__name__ == "<genexpr>":  # a generator expression: a mistake
                 fill(join, i, yielded_value_error(name_of(gen), item), True, woken)
             elif not eager:
                 children.append([item, ctx.copy(), None, join, i, None, SEND, 0])
