@@ -204,7 +204,10 @@ class _Future(concurrent.futures.Future[Any]):
 
     def _settle(self, root: Root) -> None:
         """The root finished (driver thread): give the caller its result."""
-        self._batcher = None
+        batcher = self._batcher
+        if batcher is not None:
+            self._batcher = None
+            batcher._live.pop(self, None)
         try:
             if root.failed:
                 self.set_exception(root.value)
@@ -476,7 +479,7 @@ class DynamicBatcher:
                 if born is None or submitted < born:
                     born = submitted
                 try:
-                    root = ctx.run(core.add_root, x, False, self._settle_of(fut))
+                    root = ctx.run(core.add_root, x, False, fut._settle)
                 except Exception as err:
                     fut._settle_error(err)
                     continue
@@ -493,14 +496,6 @@ class DynamicBatcher:
                     del self._live[fut]
                     cancelled.append(root)
         return cancelled, born
-
-    def _settle_of(self, fut: _Future) -> Any:
-        live = self._live
-
-        def settle(root: Root) -> None:
-            live.pop(fut, None)
-            fut._settle(root)
-        return settle
 
     def _notify(self) -> None:
         """Another execution posted an answer into the core's mailbox (any thread)."""
