@@ -404,6 +404,7 @@ class DynamicBatcher:
             self._fail_all(exc)
         finally:
             self._stop_workers()
+            _close_thread_loop()
 
     def _loop(self) -> None:
         core = self._core
@@ -529,6 +530,7 @@ class DynamicBatcher:
         while True:
             call = calls.get()
             if call is None:
+                _close_thread_loop()
                 return
             result, exc = _run_call(call)
             self._post(("done", call, result, exc))
@@ -580,6 +582,14 @@ def _thread_loop() -> asyncio.AbstractEventLoop:
     if loop is None:
         loop = _local.loop = asyncio.new_event_loop()
     return loop
+
+
+def _close_thread_loop() -> None:
+    """Close this thread's loop for async ``run_batch`` calls, if it made one."""
+    loop: asyncio.AbstractEventLoop | None = getattr(_local, "loop", None)
+    if loop is not None:
+        _local.loop = None
+        loop.close()
 
 
 def _short(x: Any) -> str:
