@@ -449,7 +449,7 @@ class DynamicBatcher:
                     born = None
                     if not keys:
                         break
-                    self._run_calls(core.take(keys))
+                    self._run_calls(core.take(keys, schedule.max_batch_size))
                     continue
                 if state is State.WAIT:
                     core.mailbox().notify = self._notify
@@ -767,7 +767,7 @@ class AsyncBatcher:
                     self._wake_at(loop, wake)
                 if not keys:
                     return
-                for call in core.take(keys):
+                for call in core.take(keys, schedule.max_batch_size):
                     self._start(loop, call)
                 continue
             if state is State.WAIT:

@@ -144,7 +144,7 @@ class Core:
     # which is what a server running thousands of them at once pays for.
     __slots__ = ("_cache", "trace", "rounds", "cache_hits", "ready", "woken", "running", "clock",
                  "sort_woken", "root_gens", "first_root", "groups", "dispatching",
-                 "_round_calls", "shared", "_mailbox", "_dropped", "thread", "loop", "closed")
+                 "_round_calls", "shared", "_mailbox", "_dropped", "_limit", "thread", "loop", "closed")
 
     def __init__(self, *, cache: OperationCache | None = None, trace: Trace | None = None) -> None:
         if cache is not None and not isinstance(cache, OperationCache):
@@ -176,6 +176,7 @@ class Core:
         self.shared: dict[SharedGenerator[Any], None] = {}  # started by this execution
         self._mailbox: Mailbox | None = None
         self._dropped: dict[int, Any] | None = None  # mailbox waiters withdrawn (``withdraw``)
+        self._limit: int | None = None  # ``take(max_size=)`` of the take being prepared
         # Who drives this core, so that another execution knows whether it may
         # wait on it (see ``may_wait_on``): the thread that sends its cached
         # operations, and the event loop an async driver sets.
@@ -321,8 +322,16 @@ class Core:
 
     # -- phase 2 -----------------------------------------------------------------
 
-    def take(self, keys: list[Hashable] | None = None) -> list[Call]:
-        """End the step phase: turn queued groups into calls (all, or those of ``keys``)."""
+    def take(self, keys: list[Hashable] | None = None, max_size: int | None = None) -> list[Call]:
+        """End the step phase: turn queued groups into calls (all, or those of ``keys``).
+
+        ``max_size`` chunks every group to at most that many operations per
+        call, besides its class's own ``max_batch_size`` (a batcher's limit).
+        """
+        if max_size is not None:
+            self._limit = max_size
+        elif self._limit is not None:
+            self._limit = None
         if keys is None:
             if len(self.groups) == 1 and self.trace is None:
                 # One group, no trace: the round of a small tree, kept short.
@@ -396,13 +405,16 @@ class Core:
             return []
         trace = self.trace
         n = len(uniq)
-        if info.max_cost is None and (info.max_size is None or n <= info.max_size):
+        size = info.max_size
+        if self._limit is not None and (size is None or self._limit < size):
+            size = self._limit
+        if info.max_cost is None and (size is None or n <= size):
             d.pending = 1  # one call: no chunking to work out; its result is the results
             calls = [Call(d, 0, n, uniq, hook, trace)]
             d.calls = calls
             return calls
         d.results = [None] * n  # filled chunk by chunk
-        bounds, failures = chunks(info, uniq)
+        bounds, failures = chunks(info, uniq, size)
         d.pending = len(bounds) + len(failures)
         if len(bounds) == 1 and not failures:
             calls = [Call(d, 0, n, uniq, hook, trace)]

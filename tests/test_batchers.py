@@ -717,3 +717,24 @@ def test_waits_for_an_answer_another_execution_has_in_flight() -> None:
         assert fut.result(5) == 2
     t.join(5)
     assert other == [2] and CALLS == [[1]]
+
+
+def test_a_group_that_grew_past_max_batch_size_goes_chunked() -> None:
+    release = threading.Event()
+    started = threading.Event()
+
+    @batch.operation
+    def slow(xs: list[int]) -> list[int]:
+        CALLS.append(list(xs))
+        started.set()
+        release.wait(5)
+        return xs
+
+    with batch.DynamicBatcher(max_delay=None, max_batch_size=2) as batcher:
+        first = [batcher.submit(slow(0)), batcher.submit(slow(1))]  # full: goes at once
+        assert started.wait(5)
+        rest = [batcher.submit(slow(i)) for i in range(2, 7)]  # wait for the one worker
+        time.sleep(0.05)
+        release.set()
+        assert [f.result(5) for f in first + rest] == list(range(7))
+    assert CALLS == [[0, 1], [2, 3], [4, 5], [6]]
