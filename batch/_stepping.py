@@ -310,10 +310,13 @@ def start_join(core: Any, struct: Any, sink: Any, index: int, ctx: contextvars.C
     woken = core.woken
     n = len(items)
     first = items[0].__class__
-    info = op_info(first) if isinstance(items[0], BatchableOperation) else None
+    group = groups.get(first)  # queued already this round: a fast-path class
+    if group is not None:
+        info = group.info
+    else:
+        info = op_info(first) if isinstance(items[0], BatchableOperation) else None
     if info is not None and info.fast and n > 1 and len(set(map(type, items))) == 1:
         # A list of operations of one class: one run of targets, copied at C speed.
-        group = groups.get(first)
         if group is None:
             group = groups[first] = Group(first, info, first)
         group.ops.extend(items)
