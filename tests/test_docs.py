@@ -20,6 +20,9 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,8 +118,34 @@ SERVERS = {
 }
 
 
+Started = dict[str, Future[subprocess.CompletedProcess[str]]]
+
+
+def _run_in_temp_dir(block: Block) -> subprocess.CompletedProcess[str]:
+    with tempfile.TemporaryDirectory(prefix="batch-doc-") as cwd:
+        return run_block(block, Path(cwd), {})
+
+
+@pytest.fixture(scope="session")
+def started_blocks(request: pytest.FixtureRequest) -> Iterator[Started]:
+    """The selected blocks that need no server, started side by side (one per core).
+
+    Each still runs alone in its own interpreter and directory; only the waiting overlaps.
+    Blocks that need a server run one at a time in their test, so two of them never share it.
+    """
+    selected = [item.callspec.params["block"] for item in request.session.items
+                if item.originalname == "test_block_runs_on_its_own" and hasattr(item, "callspec")]
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="doc-block") as pool:
+        futures = {b.name: pool.submit(_run_in_temp_dir, b) for b in selected if not b.requires}
+        try:
+            yield futures
+        finally:
+            for future in futures.values():
+                future.cancel()
+
+
 @pytest.mark.parametrize("block", PYTHON_BLOCKS, ids=lambda b: b.name)
-def test_block_runs_on_its_own(block: Block, tmp_path: Path) -> None:
+def test_block_runs_on_its_own(block: Block, tmp_path: Path, started_blocks: Started) -> None:
     env_extra: dict[str, str] = {}
     unknown = block.requires - SERVERS.keys()
     assert not unknown, f"{block.name}: unknown requirement {sorted(unknown)} (known: {sorted(SERVERS)})"
@@ -130,7 +159,8 @@ def test_block_runs_on_its_own(block: Block, tmp_path: Path) -> None:
             pytest.skip(reason)
         env_extra[target] = value
     try:
-        done = run_block(block, tmp_path, env_extra)
+        started = started_blocks.get(block.name)
+        done = started.result() if started is not None else run_block(block, tmp_path, env_extra)
     except subprocess.TimeoutExpired:
         pytest.fail(f"{block.name}: still running after {TIME_LIMIT:.0f} s")
     assert done.returncode == 0, (
