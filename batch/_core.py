@@ -669,7 +669,11 @@ class Core:
         if failure is not None:  # raised here, not in an except block: no implicit context
             self.abort(failure)
             raise failure
-        self.finish()
+        self.closed = True  # finish(), written out: the last call of every execution
+        if self.shared:
+            self.shared.clear()
+        if self.cache_hits:
+            self._flush_cache_hits()
 
     def finish(self) -> None:
         """A successful end: release the shared bookkeeping."""
