@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
-import contextvars
-import inspect
-import time
 from collections import deque
 from collections.abc import Awaitable, Generator, Iterable, Iterator
 from typing import Any, TypeVar, overload
 
 from ._cache import OperationCache
-from ._executor import Run
-from ._nodes import Call, Root, RootFailure
+from ._core import Core
+from ._drivers import SyncDriver, check_workers, drive, drive_async
 from ._operation import BatchableOperation
+from ._tasks import Root
 from ._trace import Trace
 
 __all__ = [
@@ -28,107 +24,6 @@ __all__ = [
 
 T = TypeVar("T")
 R = TypeVar("R")
-
-
-def _check_workers(max_workers: int | None, name: str = "max_workers") -> None:
-    if max_workers is None:
-        return
-    if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
-        raise ValueError(f"{name}= must be a positive int or None, got {max_workers!r}")
-
-
-class _SyncDriver:
-    """Runs rounds until the roots are done: serially, or in a thread pool."""
-
-    def __init__(self, run: Run, max_workers: int | None) -> None:
-        _check_workers(max_workers)
-        self.run = run
-        self.max_workers = max_workers
-        self.pool: concurrent.futures.ThreadPoolExecutor | None = None
-
-    def step(self) -> bool:
-        """Run one step phase and, if anything is queued, one dispatch.
-
-        Returns False when nothing is left to do.
-        """
-        if not self.settle():
-            return False
-        self.dispatch()
-        return True
-
-    def settle(self) -> bool:
-        """Run the step phase; False when nothing is left to dispatch."""
-        run = self.run
-        run.take_inbox()
-        run.drain()
-        while run.idle:
-            if run.waits_on_others:
-                # Only answers from another execution sharing the cache are
-                # missing: wait for them (bounded by timeout=).
-                run.wait_for_others()
-                run.take_inbox()
-            elif run.has_live():
-                run.break_cycle()
-            else:
-                return False
-            run.drain()
-        return True
-
-    def dispatch(self) -> None:
-        """Take the round queued by the step phase and send its batches."""
-        run = self.run
-        run.check_deadline()
-        dispatches = run.take_round()
-        calls = run.calls_of(dispatches)
-        # One call runs inline, unless a timeout needs it watched from here.
-        if self.max_workers is None or (len(calls) < 2 and run.deadline is None):
-            for call in calls:
-                result, exc = run.invoke(call)
-                run.complete(call, result, exc)
-        else:
-            self._threaded(calls)
-        run.end_round()
-
-    def _threaded(self, calls: list[Call]) -> None:
-        run = self.run
-        if self.pool is None:
-            self.pool = concurrent.futures.ThreadPoolExecutor(
-                self.max_workers, thread_name_prefix="batch")
-        futures = [self.pool.submit(contextvars.copy_context().run, run.invoke, call)
-                   for call in calls]
-        _done, not_done = concurrent.futures.wait(futures, timeout=run.remaining_time())
-        if not_done:
-            for f in not_done:
-                f.cancel()
-            raise TimeoutError(f"batch execution timed out after {run.timeout} seconds "
-                               f"({run.rounds - 1} rounds completed)")
-        for call, future in zip(calls, futures):
-            result, exc = future.result()
-            run.complete(call, result, exc)
-
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=False, cancel_futures=True)
-            self.pool = None
-
-
-def _drive(run: Run, max_workers: int | None) -> None:
-    driver = _SyncDriver(run, max_workers)
-    failure: BaseException | None = None
-    try:
-        while driver.step():
-            pass
-    except RootFailure as rf:
-        failure = rf.exc
-    except BaseException as exc:
-        run.abort(exc)
-        raise
-    finally:
-        driver.close()
-    if failure is not None:
-        run.abort(failure)
-        raise failure
-    run.finish()
 
 
 @overload
@@ -165,9 +60,10 @@ def execute(x: Any, *, cache: OperationCache | None = None, trace: Trace | None 
     >>> batch.execute(gen_sum(1, 2))
     3
     """
-    run = Run(cache=cache, trace=trace, timeout=timeout)
-    root = run.add_root(x)
-    _drive(run, max_workers)
+    check_workers(max_workers)
+    core = Core(cache=cache, trace=trace)
+    root = core.add_root(x)
+    drive(core, max_workers, timeout)
     return root.value
 
 
@@ -180,9 +76,10 @@ def execute_many(xs: Iterable[Any], *, return_exceptions: bool = False,
     its place; otherwise the first root to fail stops the execution and its
     exception is raised (every other generator closed first).
     """
-    run = Run(cache=cache, trace=trace, timeout=timeout)
-    roots = [run.add_root(x, not return_exceptions) for x in xs]
-    _drive(run, max_workers)
+    check_workers(max_workers)
+    core = Core(cache=cache, trace=trace)
+    roots = [core.add_root(x, not return_exceptions) for x in xs]
+    drive(core, max_workers, timeout)
     return [r.value for r in roots]
 
 
@@ -200,12 +97,12 @@ def execute_iter(xs: Iterable[Any], *, window: int = 1024, return_exceptions: bo
     """
     if isinstance(window, bool) or not isinstance(window, int) or window < 1:
         raise ValueError(f"execute_iter(window=...) must be a positive int, got {window!r}")
-    run = Run(cache=cache, trace=trace, timeout=timeout)
-    driver = _SyncDriver(run, max_workers)
-    return _iterate(run, driver, iter(xs), window, return_exceptions)
+    core = Core(cache=cache, trace=trace)
+    driver = SyncDriver(core, max_workers, timeout)
+    return _iterate(core, driver, iter(xs), window, return_exceptions)
 
 
-def _iterate(run: Run, driver: _SyncDriver, it: Iterator[Any], window: int,
+def _iterate(run: Core, driver: SyncDriver, it: Iterator[Any], window: int,
              return_exceptions: bool) -> Iterator[Any]:
     # ``inflight`` holds the roots not yet handed out, in input order.  At
     # most ``window`` of them are unfinished; finished ones wait behind a slow
@@ -265,95 +162,6 @@ def _iterate(run: Run, driver: _SyncDriver, it: Iterator[Any], window: int,
 # -- asyncio -------------------------------------------------------------------
 
 
-async def _drive_async(run: Run, max_concurrency: int | None) -> None:
-    _check_workers(max_concurrency, "max_concurrency")
-    loop = asyncio.get_running_loop()
-    semaphore = asyncio.Semaphore(max_concurrency) if max_concurrency else None
-    pending: list[asyncio.Future[Any]] = []
-
-    async def one(call: Call) -> tuple[Any, BaseException | None]:
-        if semaphore is not None:
-            await semaphore.acquire()
-        try:
-            if call.dispatch.group.info.blocking:
-                ctx = contextvars.copy_context()
-                return await loop.run_in_executor(None, ctx.run, run.invoke, call)
-            result, exc = run.invoke(call)
-            if exc is None and inspect.isawaitable(result):
-                try:
-                    result = await result
-                except asyncio.CancelledError:
-                    raise
-                except BaseException as err:
-                    exc = err
-                call.t1 = time.perf_counter()
-            return result, exc
-        finally:
-            if semaphore is not None:
-                semaphore.release()
-
-    run.loop = loop
-    run._async_signal = signal = asyncio.Event()
-
-    async def body() -> None:
-        while True:
-            run.take_inbox()
-            run.drain()
-            while run.idle:
-                if run.waits_on_others:
-                    # Another execution sharing the cache has our operations
-                    # in flight: wait for its answers.
-                    while not run.take_inbox():
-                        signal.clear()
-                        if not run._inbox:
-                            await signal.wait()
-                elif run.has_live():
-                    run.break_cycle()
-                else:
-                    return
-                run.drain()
-            run.check_deadline()
-            dispatches = run.take_round()
-            calls = run.calls_of(dispatches)
-            # Each call is a task of its own, so it runs in its own copy of
-            # the context (as run_batch does in the sync executor), and the
-            # loop gets a turn every round even when all calls are sync.
-            pending[:] = [asyncio.ensure_future(one(c)) for c in calls]
-            outcomes = list(await asyncio.gather(*pending))
-            pending.clear()
-            for call, (result, exc) in zip(calls, outcomes):
-                if exc is None and isinstance(result, Awaitable) and not inspect.isgenerator(result):
-                    result = await result  # pragma: no cover  (awaitable returning awaitable)
-                run.complete(call, result, exc)
-            run.end_round()
-
-    failure: BaseException | None = None
-    try:
-        if run.timeout is not None:
-            async with asyncio.timeout(run.remaining_time()):
-                await body()
-        else:
-            await body()
-    except RootFailure as rf:
-        failure = rf.exc
-    except BaseException as exc:
-        for f in pending:
-            f.cancel()
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
-        if isinstance(exc, TimeoutError) and not exc.args:
-            exc = TimeoutError(f"batch execution timed out after {run.timeout} seconds "
-                               f"({run.rounds - 1} rounds completed)")
-            run.abort(exc)
-            raise exc from None
-        run.abort(exc)
-        raise
-    if failure is not None:
-        run.abort(failure)
-        raise failure
-    run.finish()
-
-
 async def execute_async(x: Any, *, cache: OperationCache | None = None,
                         trace: Trace | None = None, max_concurrency: int | None = None,
                         timeout: float | None = None) -> Any:
@@ -365,9 +173,10 @@ async def execute_async(x: Any, *, cache: OperationCache | None = None,
     Cancelling the awaiting task closes every generator and cancels the
     ``run_batch`` coroutines in flight.
     """
-    run = Run(cache=cache, trace=trace, timeout=timeout)
-    root = run.add_root(x)
-    await _drive_async(run, max_concurrency)
+    check_workers(max_concurrency, "max_concurrency")
+    core = Core(cache=cache, trace=trace)
+    root = core.add_root(x)
+    await drive_async(core, max_concurrency, timeout)
     return root.value
 
 
@@ -376,9 +185,10 @@ async def execute_many_async(xs: Iterable[Any], *, return_exceptions: bool = Fal
                              max_concurrency: int | None = None,
                              timeout: float | None = None) -> list[Any]:
     """Like :func:`execute_many`, inside an event loop (see :func:`execute_async`)."""
-    run = Run(cache=cache, trace=trace, timeout=timeout)
-    roots = [run.add_root(x, not return_exceptions) for x in xs]
-    await _drive_async(run, max_concurrency)
+    check_workers(max_concurrency, "max_concurrency")
+    core = Core(cache=cache, trace=trace)
+    roots = [core.add_root(x, not return_exceptions) for x in xs]
+    await drive_async(core, max_concurrency, timeout)
     return [r.value for r in roots]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import types
+from collections.abc import Awaitable
 from typing import Any
 
 __all__ = [
@@ -12,7 +13,25 @@ __all__ = [
     "CycleError",
     "GeneratorReusedError",
     "YieldTypeError",
+    "async_in_sync_error",
+    "batch_key_error",
+    "batcher_type_error",
+    "count_error",
+    "cycle_error",
     "describe_generator",
+    "gen_batch_type_error",
+    "name_of",
+    "not_sequence_error",
+    "reuse_error",
+    "root_gen",
+    "root_started_error",
+    "root_twice_error",
+    "root_type_error",
+    "self_wait_error",
+    "shared_elsewhere_error",
+    "timeout_error",
+    "unhashable_error",
+    "yield_error",
 ]
 
 
@@ -66,3 +85,169 @@ def describe_generator(gen: Any) -> str:
         line = frame.f_lineno if frame is not None else code.co_firstlineno
         return f"{name} ({code.co_filename}:{line})"
     return repr(gen)
+
+
+# -- message builders --------------------------------------------------------
+# Every message the executor words lives here, so one wording serves every
+# place that raises it and tests pin it in one file (tests/test_errors.py).
+
+
+def root_gen(value: Any) -> Any:
+    """The generator that runs a root that is not a generator (an operation or structure)."""
+    return (yield value)
+
+
+_ROOT_CODE = root_gen.__code__
+
+
+def name_of(gen: Any) -> str:
+    """Name a generator for a message; the wrapper of a non-generator root by its role."""
+    if getattr(gen, "gi_code", None) is _ROOT_CODE:
+        return "the value passed to execute()"
+    return describe_generator(gen)
+
+
+def reuse_error(gen: Any, item: Any, in_structure: bool = False) -> GeneratorReusedError:
+    """``gen`` yielded ``item``, a generator object that another waiter has (had)."""
+    if in_structure:
+        state = "was already started or yielded elsewhere"
+    else:
+        state = "is finished" if item.gi_frame is None else "is already running or waited on"
+    return GeneratorReusedError(
+        f"{name_of(gen)} yielded {item.__qualname__}, a generator object that {state}; a "
+        f"generator object can be yielded only once, by one waiter. To let several generators "
+        f"wait on it, wrap it once: shared = batch.SharedGenerator({item.__qualname__}(...)), "
+        f"and yield shared.gen() in each"
+    )
+
+
+def self_wait_error(gen: Any, chain: list[Any]) -> CycleError:
+    """``gen`` yielded a generator of its own chain of waiters."""
+    names = " -> ".join(name_of(g) for g in reversed(chain))
+    return CycleError(
+        f"{name_of(gen)} yielded a generator it is itself waiting on "
+        f"({names}); generators cannot wait on their own result"
+    )
+
+
+def cycle_error(names: list[str]) -> CycleError:
+    """Shared generators wait on each other in a cycle (``names`` in wait order)."""
+    path = " -> ".join([*names, names[0]])
+    return CycleError(f"generators wait on each other in a cycle: {path}; a generator cannot "
+                      f"wait, directly or through others, on its own result")
+
+
+def yield_error(gen: Any, value: Any, where: str = "") -> YieldTypeError:
+    """``gen`` yielded ``value``, which is nothing the executor can run."""
+    kind = type(value).__qualname__
+    hint = ""
+    if value is None:
+        hint = " (a bare `yield` yields None; to finish, use `return value`)"
+    elif isinstance(value, Awaitable):
+        hint = " (a coroutine cannot be yielded; make run_batch async instead, with execute_async)"
+    return YieldTypeError(
+        f"{name_of(gen)} yielded {where}{kind}{hint}; a batch generator may yield a "
+        f"BatchableOperation, a generator, a list/tuple/dict of those, settled(...), a "
+        f"SharedGenerator, or GenResult(value)"
+    )
+
+
+def root_type_error(x: Any) -> TypeError:
+    """``execute()`` was given something that is not a root."""
+    return TypeError(
+        f"execute() takes a batch generator, a BatchableOperation, or a "
+        f"list/tuple/dict of those; got {type(x).__qualname__}"
+        + (" (did you pass the generator function instead of calling it?)"
+           if callable(x) else "")
+    )
+
+
+def root_twice_error(gen: Any) -> GeneratorReusedError:
+    """The same generator object was given twice as a root."""
+    return GeneratorReusedError(
+        f"{describe_generator(gen)} was given twice as a root; a generator object "
+        f"can be run only once. Pass a fresh generator for each root, or wrap it "
+        f"once in batch.SharedGenerator and pass shared.gen() for each"
+    )
+
+
+def root_started_error(gen: Any) -> GeneratorReusedError:
+    """A root generator that already ran."""
+    return GeneratorReusedError(
+        f"{describe_generator(gen)} was already started; pass execute() a "
+        f"fresh generator (call the generator function again)"
+    )
+
+
+def unhashable_error(name: str, cached: bool, exc: BaseException) -> BatchError:
+    """An operation of a deduplicating or caching class cannot be hashed."""
+    why = "cache_results = True" if cached else "dedupe = True"
+    return BatchError(
+        f"{name} has {why}, but its operations cannot be hashed ({exc}); make "
+        f"{name} a frozen dataclass, or define __eq__ and __hash__ on it"
+    )
+
+
+def batch_key_error(name: str, key: Any) -> BatchError:
+    """``batch_key()`` returned an unhashable value."""
+    return BatchError(
+        f"{name}.batch_key() returned {type(key).__qualname__}, which is not "
+        f"hashable; return a hashable value such as a str or a tuple"
+    )
+
+
+def batcher_type_error(name: str, owner: Any) -> BatchError:
+    """A seed ``batcher()`` returned something that is not a ``Batcher``."""
+    return BatchError(
+        f"{name}.batcher() returned {type(owner).__qualname__}; it must return "
+        f"a batch.Batcher instance (or do not override batcher() and define "
+        f"run_batch instead)"
+    )
+
+
+def gen_batch_type_error(owner: Any, result: Any) -> BatchResultError:
+    """A seed ``gen_batch`` that is not a generator function."""
+    return BatchResultError(
+        f"{type(owner).__qualname__}.gen_batch returned "
+        f"{type(result).__qualname__}; it must be a generator function that "
+        f"yields operations and finishes with `return results` (one per operation)"
+    )
+
+
+def async_in_sync_error(name: str) -> BatchError:
+    """An ``async def run_batch`` reached the synchronous executor."""
+    return BatchError(
+        f"{name}.run_batch returned an awaitable; an "
+        f"async run_batch needs the async executor: await batch.execute_async(...)"
+    )
+
+
+def not_sequence_error(owner: str, result: Any) -> BatchResultError:
+    """``run_batch`` returned something that is not a sequence."""
+    return BatchResultError(
+        f"{owner} returned {type(result).__qualname__}, not a "
+        f"sequence; it must return a list with one result per operation, in "
+        f"the same order"
+    )
+
+
+def count_error(owner: str, got: int, expected: int) -> BatchResultError:
+    """``run_batch`` returned the wrong number of results."""
+    return BatchResultError(
+        f"{owner} returned {got} results for {expected} "
+        f"operations; it must return one result per operation, in the same order"
+    )
+
+
+def shared_elsewhere_error(shared: Any) -> BatchError:
+    """A shared generator is running in another execution."""
+    return BatchError(
+        f"{shared!r} is already running in another execution; a SharedGenerator "
+        f"(or a cached_generator result) can be run by one execution at a time"
+    )
+
+
+def timeout_error(timeout: float | None, rounds: int) -> TimeoutError:
+    """``timeout=`` ran out."""
+    return TimeoutError(f"batch execution timed out after {timeout} seconds "
+                        f"({rounds} rounds completed)")

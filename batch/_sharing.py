@@ -62,7 +62,7 @@ class SharedGenerator(Generic[R]):
         self._state = NEW
         self._value: Any = None
         self._failed = False
-        self._owner: object | None = None
+        self._owner: Any = None  # the Core running it
         self._waiters: list[tuple[Any, int]] = []
         self._abandoned = False
 
@@ -103,17 +103,18 @@ class SharedGenerator(Generic[R]):
         self._waiters = []
         self._abandoned = True
 
-    def resolve(self, run: Any, index: int, value: Any, failed: bool) -> None:
-        """Executor callback: the wrapped generator finished."""
+    def resolve(self, value: Any, failed: bool) -> list[tuple[Any, int]]:
+        """Executor callback: the wrapped generator finished; returns its waiters to fill."""
+        owner = self._owner
         self._state = DONE
         self._value = value
         self._failed = failed
         self._gen = None
         self._owner = None
         waiters, self._waiters = self._waiters, []
-        run._shared.pop(self, None)
-        for sink, i in waiters:
-            run._fill(sink, i, value, failed)
+        if owner is not None:
+            owner.shared_finished(self)
+        return waiters
 
     def __repr__(self) -> str:
         inner = describe_generator(self._gen) if self._gen is not None else "finished"

@@ -3,21 +3,20 @@
 There is no registry of live tasks (it would cost two dict operations per
 generator on the hot path).  When an execution is aborted, or nothing can
 run while generators still wait, the tasks are found by climbing from what
-can be waited on: runnable tasks, queued operations, batches in flight and
-shared generators' waiters.
+can be waited on - runnable tasks, queued operations, batches in flight,
+shared generators' waiters - which the core lists (``Core._leaves``).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ._nodes import GEN, SINK, Call, Join, Task, name_of
+from ._dispatch import Call
+from ._errors import name_of
 from ._sharing import SharedGenerator
+from ._tasks import CTX, GEN, SINK, STACK, VALUE, Join, Task
 
-if TYPE_CHECKING:
-    from ._executor import Run
-
-__all__ = ["climb", "find_cycle", "shared_name", "suspended_tasks"]
+__all__ = ["climb", "close_tasks", "find_cycle", "suspended_tasks"]
 
 
 def climb(start: Any, stop_at_shared: bool) -> list[Any]:
@@ -52,28 +51,8 @@ def climb(start: Any, stop_at_shared: bool) -> list[Any]:
     return out
 
 
-def suspended_tasks(run: Run) -> list[list[Any]]:
-    """Every task not finished, children before the tasks that wait on them.
-
-    There is no registry of live tasks (it would cost two dict operations
-    per generator on the hot path); instead every suspended task is found
-    by climbing from what can be waited on: runnable tasks, queued
-    operations, batches in flight and shared generators' waiters.
-    """
-    leaves: list[Any] = []
-    if run._running is not None:
-        leaves.append(run._running)
-    leaves.extend(reversed(run._ready))
-    leaves.extend(run._woken)
-    for group in run._groups.values():
-        leaves.extend(group.targets)
-    for d in run._dispatching:
-        leaves.extend(d.group.targets)
-        for marker in d.markers or ():
-            leaves.extend(marker.followers)
-    for shared in run._shared:
-        leaves.extend(w for w, _ in shared._waiters)
-    leaves.extend(run._foreign_targets)
+def suspended_tasks(leaves: list[Any]) -> list[list[Any]]:
+    """Every unfinished task that waits behind ``leaves``, children before their waiters."""
     order: list[list[Any]] = []
     index: dict[int, int] = {}
     parents: list[list[int]] = []
@@ -91,7 +70,7 @@ def suspended_tasks(run: Run) -> list[list[Any]]:
             child = k
             if known:
                 break
-    # Kahn's algorithm: close a task once every task waiting on... below it is closed.
+    # Kahn's algorithm: a task is closed once every task it waits on is.
     waiting_children = [0] * len(order)
     for ps in parents:
         for p in ps:
@@ -113,8 +92,28 @@ def suspended_tasks(run: Run) -> list[list[Any]]:
     return [t for t in result if t[GEN] is not None]
 
 
+def close_tasks(tasks: list[list[Any]]) -> list[str]:
+    """Close each task's generators, top of each chain first; what raised while closing."""
+    problems: list[str] = []
+    for task in tasks:
+        flat = [*(task[STACK] or ()), task[GEN], task[CTX]]
+        chain = list(zip(flat[-2::-2], flat[::-2]))
+        task[GEN] = task[CTX] = task[STACK] = task[VALUE] = None
+        for gen, ctx in chain:
+            if gen is None:
+                continue
+            try:
+                if ctx is not None and gen.gi_frame is not None:
+                    ctx.run(gen.close)
+                else:
+                    gen.close()
+            except Exception as err:  # a finally block raised while closing
+                problems.append(f"closing {name_of(gen)} raised {type(err).__name__}: {err}")
+    return problems
+
+
 def find_cycle(nodes: list[SharedGenerator[Any]],
-                waits: dict[int, list[tuple[SharedGenerator[Any], Any]]]) -> list[Any]:
+               waits: dict[int, list[tuple[SharedGenerator[Any], Any]]]) -> list[Any]:
     """A cycle in the waits-on graph of shared generators: [(a, b, entry), ...]."""
     state: dict[int, int] = {}  # 1 on the current path, 2 done
     for start in nodes:
@@ -142,7 +141,3 @@ def find_cycle(nodes: list[SharedGenerator[Any]],
                 if path:
                     path.pop()
     return []
-
-
-def shared_name(shared: SharedGenerator[Any]) -> str:
-    return name_of(shared._gen) if shared._gen is not None else repr(shared)

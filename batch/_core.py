@@ -1,0 +1,555 @@
+"""The round protocol: the core that every driver runs (sans-IO).
+
+What one round is
+=================
+
+A round has two phases.  **Step**: resume every runnable generator until
+each one is finished or waits on something (``_stepping``); a generator
+that finishes hands its result to its waiter at once, so pure logic never
+costs a round.  **Dispatch**: every operation queued during the step is in
+a group (``_grouping``), each group is cut into ``run_batch`` calls
+(``_dispatch``), the calls run, and their results wake the generators that
+wait on them.  Then the next round steps what woke.
+
+The core does both phases' bookkeeping and nothing else: it never blocks,
+sleeps, starts a thread, reads a clock or touches an event loop.  Running
+the calls is the *driver's* job, so one core serves every way of running
+them: inline (``execute``), a thread pool (``max_workers``), an event loop
+(``execute_async``), a batcher that feeds roots from many callers.
+
+The protocol a driver follows
+=============================
+
+::
+
+    core = Core(cache=cache, trace=trace)
+    root = core.add_root(x)                 # as many as it likes
+    while True:
+        state = core.step()                 # phase 1: run generators
+        if state is State.DONE:
+            break                           # every root has its result
+        if state is State.DISPATCH:
+            calls = core.take()             # phase 2 starts: this round's calls
+            for call in calls:
+                outcome = call.run()        # anywhere: inline, a thread, a loop
+                core.complete(call, *outcome)
+        elif state is State.CALLS:
+            ...                             # wait for calls taken earlier, complete() them
+        elif state is State.WAIT:
+            ...                             # wait for core.mailbox().notify, then step
+    core.finish()                           # or core.abort(exc) on any failure
+
+1. ``step()`` runs user code (generators, ``batch_key``, ``__hash__``) in
+   the driver's thread and returns a :class:`State`:
+
+   - ``DISPATCH``: operations are queued (``core.groups``: key -> group,
+     in the order their first operation was yielded, each with ``.size``);
+   - ``CALLS``: nothing is queued, but calls taken earlier have not all been
+     completed: complete them (or wait for them), then step again;
+   - ``WAIT``: only answers from other executions sharing the cache are due
+     (``_mailbox``): set ``core.mailbox().notify`` before waiting; step
+     again once it fires;
+   - ``DONE``: nothing is live.
+
+   An exception other than ``Exception`` (KeyboardInterrupt) propagates out
+   of ``step()``: the driver must then ``abort(exc)``.  When a root that
+   raises at once fails, ``step()`` raises :class:`~._tasks.RootFailure`.
+2. ``take(keys=None)`` closes the step phase: every queued group (or only
+   the groups whose keys are given: a batcher may hold some back for more
+   operations) becomes a dispatch, and the calls are returned in group
+   order.  Each ``take`` counts as one round.  Between ``step`` and
+   ``take`` a driver may add roots and step again: their operations join
+   the groups not taken yet.
+3. ``call.run()`` calls ``run_batch`` and returns ``(result, exception)``;
+   it never raises and touches nothing of the core, so it may run in any
+   thread, and several at once.  An async driver awaits an awaitable result
+   before completing it.
+4. ``complete(call, result, exc)`` takes an outcome back, in the driver's
+   thread, in any order.  Results are given to waiters once every call of
+   a group's dispatch has completed; they run at the next ``step()``, in
+   the order in which they began to wait.  The sync and asyncio drivers
+   complete a round's calls in group order, which keeps execution
+   deterministic.  A layered ``run_batch`` (a batch generator) becomes a
+   task that the next ``step()`` runs.
+5. ``abort(exc)`` closes every live generator (innermost first, so
+   ``finally`` blocks run before their callers'), releases in-flight cache
+   entries, and notes the rounds completed on ``exc``.  ``finish()`` ends a
+   successful execution.  The core is single-threaded: all of the above but
+   ``call.run()`` and ``Mailbox.post`` happen in one thread at a time.
+
+What the core guarantees: minimal rounds (a round per level of dependent
+operations), one call per group and chunk, deterministic order, no
+recursion through user generators, and a cost proportional to the work of a
+round, not to the number of live generators.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import enum
+import logging
+import threading
+import types
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Any
+
+from . import _hooks
+from ._cache import InFlight, OperationCache
+from ._dispatch import Call, Dispatch, chunks, log_call, validate
+from ._errors import (
+    BatchError,
+    async_in_sync_error,
+    cycle_error,
+    gen_batch_type_error,
+    name_of,
+    root_gen,
+    root_started_error,
+    root_twice_error,
+    root_type_error,
+)
+from ._grouping import DedupeOps, Group
+from ._mailbox import ANSWER, RETRY, Mailbox
+from ._operation import BatchableOperation, Batcher, OpInfo, Settled
+from ._sharing import RUNNING, SharedGenerator
+from ._stepping import enqueue, step
+from ._tasks import SEND, SINCE, Join, Root, Task, by_since, deliver, fill
+from ._teardown import climb, close_tasks, find_cycle, suspended_tasks
+from ._trace import RoundRecord, Trace
+
+__all__ = ["Core", "State"]
+
+log = logging.getLogger("batch")
+GeneratorType = types.GeneratorType
+
+
+class State(enum.Enum):
+    """What a driver must do after :meth:`Core.step` (see the module docstring)."""
+
+    DONE = "done"
+    DISPATCH = "dispatch"
+    CALLS = "calls"
+    WAIT = "wait"
+
+
+class Core:
+    """One execution's state: its roots, queued groups, calls in flight, cache and trace."""
+
+    def __init__(self, *, cache: OperationCache | None = None, trace: Trace | None = None) -> None:
+        if cache is not None and not isinstance(cache, OperationCache):
+            raise TypeError(f"cache= takes a batch.OperationCache, got {type(cache).__qualname__}")
+        if trace is not None and not isinstance(trace, Trace):
+            raise TypeError(f"trace= takes a batch.Trace, got {type(trace).__qualname__}")
+        self._cache = cache  # made on first use when not given
+        if _hooks._trace_factory is not None:
+            trace = _hooks.implicit_trace(trace)
+        self.trace = trace
+        self.rounds = 0  # takes so far
+        self.cache_hits = 0  # since the last take
+        # Step state (``_stepping``): tasks to run, tasks woken since the
+        # last step, the task being stepped when user code raised out.
+        self.ready: list[list[Any]] = []
+        self.woken: list[list[Any]] = []
+        self.running: list[Any] | None = None
+        self.clock = 0  # counts parkings, for the resume order (see _tasks.SINCE)
+        self.sort_woken = False  # wake-ups may be out of order: sort before stepping
+        self.root_gens: dict[int, Any] = {}  # roots not started yet, to refuse one twice
+        # Queued operations by group key, and the classes seen (``_grouping``).
+        self.groups: dict[Hashable, Group] = {}
+        self.infos: dict[type, OpInfo] = {}
+        # Dispatches taken and not yet answered, in take order.
+        self.dispatching: dict[Dispatch, None] = {}
+        self._round_calls: dict[int, list[Any]] = {}  # id(record) -> [record, calls left]
+        self.shared: dict[SharedGenerator[Any], None] = {}  # started by this execution
+        self._mailbox: Mailbox | None = None
+        # Who drives this core, so that another execution knows whether it may
+        # wait on it (see ``may_wait_on``): set by the driver.
+        self.thread = threading.get_ident()
+        self.loop: Any = None
+        self.closed = False
+
+    @property
+    def cache(self) -> OperationCache:
+        """The execution's operation cache (a fresh one unless ``cache=`` was given)."""
+        cache = self._cache
+        if cache is None:
+            cache = self._cache = OperationCache()
+        return cache
+
+    # -- roots -------------------------------------------------------------------
+
+    def add_root(self, x: Any, raise_at_once: bool = True,
+                 on_done: Callable[[Root], None] | None = None) -> Root:
+        """Queue ``x`` (a generator, operation or structure) as a root.
+
+        Its result lands in the returned :class:`Root`.  With
+        ``raise_at_once`` (and no ``on_done``), a failure stops the execution
+        (``step()`` raises ``RootFailure``); ``on_done(root)`` is called
+        when the root finishes instead, for drivers that hand each root's
+        result to its own caller.  Raises ``TypeError`` for anything that
+        cannot be a root.
+        """
+        if type(x) is GeneratorType:
+            if id(x) in self.root_gens:
+                raise root_twice_error(x)
+            if x.gi_suspended or x.gi_frame is None or x.gi_running:
+                raise root_started_error(x)
+            self.root_gens[id(x)] = x
+            gen = x
+        elif isinstance(x, (BatchableOperation, list, tuple, dict, Settled, SharedGenerator)):
+            gen = root_gen(x)
+        else:
+            raise root_type_error(x)
+        root = Root(raise_at_once, on_done)
+        self.woken.append([gen, contextvars.copy_context(), None, root, 0, None, SEND, 0])
+        return root
+
+    # -- phase 1 -----------------------------------------------------------------
+
+    def step(self) -> State:
+        """Run every runnable generator until each waits; say what the driver must do."""
+        while True:
+            if self._mailbox is not None and self._mailbox.inbox:
+                self._read_mail()
+            if self.sort_woken:
+                self.woken.sort(key=by_since)
+                self.sort_woken = False
+            step(self)
+            if self.groups:
+                return State.DISPATCH
+            if self.ready or self.woken:  # pragma: no cover  (step() leaves neither)
+                continue
+            if self._mailbox is not None and (self._mailbox.inbox or self._mailbox.due):
+                if self._mailbox.inbox:
+                    continue
+                return State.WAIT
+            if self.dispatching:
+                return State.CALLS
+            if not self._break_cycle():
+                return State.DONE
+
+    def _read_mail(self) -> None:
+        """Deliver what other executions posted (see ``_mailbox``)."""
+        assert self._mailbox is not None
+        woken = self.woken
+        for kind, target, value, info in self._mailbox.take():
+            if kind == ANSWER:
+                deliver([target], [value], woken)
+            else:  # RETRY: its sender ended without an answer: send it ourselves
+                outcome = enqueue(self, value, info, target)
+                if outcome is not None:
+                    deliver([target], [outcome[0]], woken)
+
+    def mailbox(self) -> Mailbox:
+        """The execution's mailbox (made on first use)."""
+        if self._mailbox is None:
+            self._mailbox = Mailbox()
+        return self._mailbox
+
+    def may_wait_on(self, other: Core) -> bool:
+        """Whether this execution may wait for ``other``'s answer without deadlock.
+
+        It may if ``other`` makes progress while this one waits: it is driven
+        from another thread, or both are tasks of one event loop.  A nested
+        ``execute`` inside one of ``other``'s generators may not.
+        """
+        if other.closed:
+            return False
+        if self.loop is not None and other.loop is self.loop:
+            return True
+        return other.thread != self.thread
+
+    def _break_cycle(self) -> bool:
+        """Nothing can run, yet shared generators wait: on each other.  False if none wait."""
+        running = [s for s in self.shared if s._state == RUNNING and s._owner is self]
+        if not running:
+            return False
+        # waits[a] = [(b, entry)]: shared a's generator waits on shared b via
+        # ``entry``, one of b's waiters.
+        waits: dict[int, list[tuple[SharedGenerator[Any], Any]]] = {}
+        for b in running:
+            for entry in b._waiters:
+                for a in climb(entry[0], stop_at_shared=True):
+                    if isinstance(a, SharedGenerator):
+                        waits.setdefault(id(a), []).append((b, entry))
+        cycle = find_cycle(running, waits)
+        if not cycle:
+            raise BatchError(  # pragma: no cover  (the executor lost track of a generator)
+                "batch internal error: generators wait, but on nothing")
+        exc = cycle_error([_shared_name(a) for a, _, _ in cycle])
+        # Break it at the wait that closed it: that waiter gets the error.
+        _, b, entry = cycle[-1]
+        b._waiters.remove(entry)
+        fill(entry[0], entry[1], exc, True, self.woken)
+        return True
+
+    def shared_finished(self, shared: SharedGenerator[Any]) -> None:
+        """A shared generator this execution ran has its result (called by it)."""
+        self.shared.pop(shared, None)
+
+    # -- phase 2 -----------------------------------------------------------------
+
+    def take(self, keys: list[Hashable] | None = None) -> list[Call]:
+        """End the step phase: turn queued groups into calls (all, or those of ``keys``)."""
+        if keys is None:
+            groups = list(self.groups.values())
+            self.groups = {}
+        else:
+            groups = [self.groups.pop(k) for k in keys]
+        self.rounds += 1
+        hook = _hooks.current()  # an override entered mid-execution applies from here
+        # One group wakes its waiters in the order they began to wait already
+        # (its targets were queued in that order); several groups or cached
+        # followers need the sort before the next step.
+        if len(groups) > 1 or any(g.info.cached for g in groups):
+            self.sort_woken = True
+        trace = self.trace
+        record: RoundRecord | None = None
+        if trace is not None:
+            record = trace._begin_round()
+            record.cache_hits = self.cache_hits
+            trace.cache_hits += self.cache_hits
+            self.cache_hits = 0
+        calls: list[Call] = []
+        for group in groups:
+            calls.extend(self._prepare(group, hook))
+        if record is not None:
+            self._round_calls[id(record)] = [record, len(calls)]
+            for call in calls:
+                call.round = record
+            if not calls:
+                self._round_done(record)
+        return calls
+
+    def _prepare(self, group: Group, hook: Any) -> list[Call]:
+        """A group's dispatch and its calls (operations whose cost raised fail at once)."""
+        d = Dispatch(group)
+        self.dispatching[d] = None
+        info = group.info
+        ops = group.ops
+        if ops.__class__ is DedupeOps:
+            if len(ops.positions) == 1 and ops.unhashable:
+                # A group of one has nothing to merge: sent as is, hash or not.
+                d.uniq = [ops.unhashable[0][0]]
+            else:
+                d.uniq = list(ops)
+                if len(ops.positions) > len(ops):
+                    d.positions = ops.positions
+        uniq = d.uniq
+        if info.cached:
+            data = self.cache._data
+            cls = info.cls
+            markers = []
+            for op in uniq:
+                marker = InFlight(self)
+                data[(cls, op)] = marker
+                markers.append(marker)
+            d.markers = markers
+        d.results = [None] * len(uniq)
+        if not uniq:  # every operation failed before sending (unhashable)
+            self._deliver(d)
+            return []
+        bounds, failures = chunks(info, uniq)
+        d.pending = len(bounds) + len(failures)
+        trace = self.trace
+        if len(bounds) == 1 and not failures:
+            calls = [Call(d, 0, len(uniq), uniq, hook, trace)]
+        else:
+            calls = [Call(d, a, b, uniq[a:b], hook, trace) for a, b in bounds]
+        d.calls = calls
+        for k, cost_error in failures:
+            # batch_cost() raised: that operation fails alone, at its yield.
+            self._accept(Call(d, k, k + 1, uniq[k:k + 1]), None, cost_error)
+        return calls
+
+    def complete(self, call: Call, result: Any, exc: BaseException | None) -> None:
+        """Take back the outcome of ``call.run()`` (see the protocol, step 4)."""
+        if exc is not None and not isinstance(exc, Exception):
+            raise exc  # KeyboardInterrupt and friends stop everything
+        rec = call.record
+        if rec is not None:
+            rec.seconds = call.t1 - call.t0
+            record = call.round
+            if record is not None:
+                record.batches.append(rec)
+                entry = self._round_calls.get(id(record))
+                if entry is not None:
+                    entry[1] -= 1
+                    if entry[1] == 0:
+                        self._round_done(record)
+        if exc is None:
+            group = call.dispatch.group
+            if result.__class__ is GeneratorType:
+                if rec is not None:
+                    rec.layered = True
+                self.sort_woken = True
+                # A batch generator runs just before the first generator that
+                # waits on its batch (so, in program order too).
+                call.dispatch_done = self._accept
+                since = _earliest_since(group.targets, self.clock + 1) - 0.5
+                self.woken.append([result, contextvars.copy_context(), None, call, 0, None,
+                                   SEND, since])
+                return
+            if isinstance(group.owner, Batcher):
+                result, exc = None, gen_batch_type_error(group.owner, result)
+            elif isinstance(result, Awaitable):
+                if hasattr(result, "close"):
+                    result.close()  # silence "coroutine was never awaited"
+                result, exc = None, async_in_sync_error(group.info.name)
+        self._accept(call, result, exc)
+
+    def _round_done(self, record: RoundRecord) -> None:
+        del self._round_calls[id(record)]
+        if self.trace is not None:
+            record.seconds = self.trace._now() - record.start
+
+    def _accept(self, call: Call, result: Any, exc: BaseException | None) -> None:
+        """Store a chunk's results (validated) or its failure; deliver when all are in."""
+        d = call.dispatch
+        n = call.stop - call.start
+        if exc is None:
+            result, exc = validate(call, result)
+        rec = call.record
+        if exc is not None:
+            d.whole.add(id(exc))
+            d.results[call.start:call.stop] = [exc] * n
+            if rec is not None:
+                rec.error = exc
+        else:
+            assert result is not None
+            if call.start == 0 and n == len(d.results):
+                d.results = result
+            else:
+                d.results[call.start:call.stop] = result
+            if rec is not None:
+                rec.failed = sum(1 for r in result if isinstance(r, Exception))
+        if log.isEnabledFor(logging.DEBUG):
+            log_call(call, exc)
+        d.pending -= 1
+        if d.pending == 0:
+            self._deliver(d)
+
+    def _deliver(self, d: Dispatch) -> None:
+        """Every chunk of a dispatch answered: give each waiter its result."""
+        del self.dispatching[d]
+        d.calls = []  # break the Dispatch <-> Call cycle: results go with refcounting
+        markers = d.markers
+        if markers is not None:
+            self._store_cached(d, d.results, markers)
+        results = d.per_operation()
+        d.results = []
+        deliver(d.group.targets, results, self.woken)
+
+    def _store_cached(self, d: Dispatch, results: list[Any], markers: list[Any]) -> None:
+        """Replace in-flight cache entries by results; tell the executions that wait."""
+        data = self.cache._data
+        cls = d.group.info.cls
+        whole = d.whole
+        woken = self.woken
+        for op, value, marker in zip(d.uniq, results, markers):
+            key = (cls, op)
+            if whole and id(value) in whole:
+                if data.get(key) is marker:
+                    del data[key]  # a failed call is not cached
+            elif data.get(key) is marker:
+                data[key] = value
+            if marker.followers:
+                followers = marker.followers
+                deliver(followers, [value] * len(followers), woken)
+            for other, target, _, _ in marker.close():
+                other.mailbox().post(ANSWER, target, value)
+
+    # -- the end -----------------------------------------------------------------
+
+    def abort(self, exc: BaseException | None) -> None:
+        """Close every live generator (innermost first) and forget queued work."""
+        if self.closed:
+            return
+        self.closed = True
+        tasks = suspended_tasks(self._leaves())
+        self._release_markers()
+        self.ready.clear()
+        self.woken.clear()
+        self.groups.clear()
+        self.dispatching.clear()
+        problems = close_tasks(tasks)
+        for shared in self.shared:
+            if shared._state == RUNNING and shared._owner is self:
+                shared._abandon(exc if exc is not None else BatchError("execution closed"))
+        self.shared.clear()
+        self._flush_cache_hits()
+        if exc is not None:
+            if self.trace is not None:
+                self.trace.error = exc
+                for record, _ in list(self._round_calls.values()):
+                    self._round_done(record)
+            try:
+                exc.batch_rounds_completed = self.rounds  # type: ignore[attr-defined]
+                exc.add_note(f"batch: execution failed after {self.rounds} round(s)")
+                for p in problems:
+                    exc.add_note(f"batch: {p}")
+            except Exception:  # pragma: no cover  (exotic exception types)
+                pass
+
+    def _leaves(self) -> list[Any]:
+        """Everything a suspended task can be waiting behind (see ``_teardown``)."""
+        leaves: list[Any] = []
+        if self.running is not None:
+            leaves.append(self.running)
+        leaves.extend(reversed(self.ready))
+        leaves.extend(self.woken)
+        for group in self.groups.values():
+            leaves.extend(group.targets)
+        for d in self.dispatching:
+            leaves.extend(d.group.targets)
+            for marker in d.markers or ():
+                leaves.extend(marker.followers)
+        for shared in self.shared:
+            leaves.extend(w for w, _ in shared._waiters)
+        if self._mailbox is not None:
+            leaves.extend(self._mailbox.targets)
+        return leaves
+
+    def _release_markers(self) -> None:
+        """Drop this execution's in-flight cache entries; their other waiters send them."""
+        if self._cache is None:
+            return
+        data = self._cache._data
+        for d in self.dispatching:
+            if d.markers is None:
+                continue
+            cls = d.group.info.cls
+            for op, marker in zip(d.uniq, d.markers):
+                if data.get((cls, op)) is marker:
+                    del data[(cls, op)]
+                for other, target, waited, info in marker.close():
+                    other.mailbox().post(RETRY, target, waited, info)
+
+    def finish(self) -> None:
+        """A successful end: release the shared bookkeeping."""
+        self.closed = True
+        self.shared.clear()
+        self._flush_cache_hits()
+
+    def _flush_cache_hits(self) -> None:
+        """Count cache hits of the step phase that no round followed."""
+        if self.trace is not None and self.cache_hits:
+            self.trace.cache_hits += self.cache_hits  # no round of its own
+            self.cache_hits = 0
+
+
+def _earliest_since(targets: list[Any], default: float) -> float:
+    """The smallest SINCE of the tasks waiting (directly or through joins) on ``targets``."""
+    best = float(default)
+    for target in targets:
+        while target.__class__ is not Task:
+            target = target[0] if target.__class__ is tuple else target.sink
+            if target.__class__ is not Join and target.__class__ is not Task:
+                break  # a root structure or a batch generator: no SINCE
+        if target.__class__ is Task and target[SINCE] < best:
+            best = target[SINCE]
+    return best
+
+
+def _shared_name(shared: SharedGenerator[Any]) -> str:
+    return name_of(shared._gen) if shared._gen is not None else repr(shared)
+

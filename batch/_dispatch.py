@@ -1,0 +1,224 @@
+"""Dispatch: turning a group into ``run_batch`` calls, and their outcomes into results.
+
+A :class:`Dispatch` is one group being sent: its distinct operations
+(``uniq``), the chunks they are split into (one :class:`Call` each, see
+:func:`chunks`) and the results as they come back.  :meth:`Call.run` is the
+only code here that a driver runs, from any thread: it calls ``run_batch``
+and returns the outcome without touching any shared state.  Everything else
+runs in the driver's thread, through the core (``_core.Core.complete``).
+
+Order: chunks keep the group's order; a dispatch's results are delivered
+once every chunk has answered, so the waiters of one group wake together.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ._errors import count_error, not_sequence_error, unhashable_error
+from ._grouping import DedupeOps, Group
+from ._operation import Batcher, OpInfo, is_sequence_result
+from ._trace import BatchRecord, Trace
+
+__all__ = ["Call", "Dispatch", "chunks", "display_key", "owner_name"]
+
+log = logging.getLogger("batch")
+
+
+class Dispatch:
+    """A group being sent: its distinct operations, chunks and results."""
+
+    __slots__ = ("group", "uniq", "positions", "results", "pending", "whole", "markers", "calls")
+
+    def __init__(self, group: Group) -> None:
+        self.group = group
+        self.calls: list[Call] = []
+        # The operations sent, each once; ``positions`` maps the operations
+        # as yielded to their index here (None when there was nothing to merge).
+        self.uniq: list[Any] = group.ops
+        self.positions: list[int] | None = None
+        self.results: list[Any] = []
+        self.pending = 0  # chunks that have not answered yet
+        self.whole: set[int] = set()  # ids of exceptions that failed a whole call
+        self.markers: list[Any] | None = None  # in-flight cache entries, one per uniq op
+
+    def per_operation(self) -> list[Any]:
+        """The results in the order the operations were yielded (repeats included)."""
+        results = self.results
+        positions = self.positions
+        if positions is None:
+            return results
+        ops = self.group.ops
+        if ops.__class__ is DedupeOps and ops.unhashable:
+            info = self.group.info
+            errors = [unhashable_error(info.name, info.cached, exc) for _, exc in ops.unhashable]
+            return [results[p] if p >= 0 else errors[-1 - p] for p in positions]
+        return list(map(results.__getitem__, positions))
+
+
+class Call:
+    """One ``run_batch`` call: the chunk ``[start:stop)`` of a dispatch."""
+
+    __slots__ = ("dispatch", "start", "stop", "ops", "record", "t0", "t1", "hook", "trace", "round",
+                 "dispatch_done")
+
+    def __init__(self, dispatch: Dispatch, start: int, stop: int, ops: list[Any],
+                 hook: Any = None, trace: Trace | None = None) -> None:
+        self.dispatch = dispatch
+        self.start = start
+        self.stop = stop
+        self.ops = ops
+        self.record: BatchRecord | None = None
+        self.t0 = 0.0
+        self.t1 = 0.0
+        self.hook = hook  # batch.testing's override/recording layer, or None
+        self.trace = trace
+        self.round: Any = None  # the trace's RoundRecord, when tracing
+        # Set by the core when the result is a batch generator (a layered
+        # batch): called with the generator's outcome.
+        self.dispatch_done: Callable[[Call, Any, BaseException | None], None] | None = None
+
+    @property
+    def info(self) -> OpInfo:
+        """How the executor treats the operations' class."""
+        return self.dispatch.group.info
+
+    @property
+    def blocking(self) -> bool:
+        """Whether an async driver should run this call in a worker thread."""
+        return self.dispatch.group.info.blocking
+
+    def run(self) -> tuple[Any, BaseException | None]:
+        """Call ``run_batch`` (or a seed ``gen_batch``) once; never raises.
+
+        Safe from any thread.  Returns ``(result, None)`` or ``(None,
+        exception)``; the result is whatever the user's function returned
+        (a sequence, a batch generator, or an awaitable for an async driver
+        to await).  ``run_batch`` runs in a copy of the caller's context, so
+        a ContextVar it sets leaks neither into the caller nor into later
+        batches.
+        """
+        group = self.dispatch.group
+        owner: Any = group.owner
+        trace = self.trace
+        if trace is not None:
+            self.record = BatchRecord(
+                operation=owner, name=group.info.name if owner is group.info.cls
+                else type(owner).__qualname__, key=display_key(group),
+                size=len(self.ops), requested=self.requested(), start=trace._now(),
+                thread=threading.get_ident())
+        # run_batch gets a list of its own: one that sorts or changes it in
+        # place cannot move results to the wrong operations.
+        ops = list(self.ops)
+        self.t0 = time.perf_counter()
+        try:
+            fn = owner.gen_batch if isinstance(owner, Batcher) else owner.run_batch
+            hook = self.hook
+            if hook is None:
+                result = contextvars.copy_context().run(fn, ops)
+            else:
+                result = contextvars.copy_context().run(hook, group.info.cls, ops, fn)
+        except BaseException as exc:
+            self.t1 = time.perf_counter()
+            return None, exc
+        self.t1 = time.perf_counter()
+        return result, None
+
+    def requested(self) -> int:
+        """Operations yielded for this call, counting those deduplicated into it."""
+        positions = self.dispatch.positions
+        if positions is None:
+            return len(self.ops)
+        start, stop = self.start, self.stop
+        return sum(1 for p in positions if start <= p < stop)
+
+    def resolve(self, value: Any, failed: bool) -> tuple[()]:
+        """A layered ``run_batch`` generator finished: its value is the batch's result."""
+        assert self.dispatch_done is not None
+        self.dispatch_done(self, value, value if failed else None)
+        return ()
+
+
+def chunks(info: OpInfo, ops: list[Any]) -> tuple[list[tuple[int, int]],
+                                                    list[tuple[int, BaseException]]]:
+    """Chunk bounds for one group's distinct operations, in order.
+
+    Also returns the operations whose ``batch_cost()`` raised (index, error):
+    they are left out of every chunk and fail alone.
+    """
+    n = len(ops)
+    size = info.max_size
+    max_cost = info.max_cost
+    if max_cost is None:
+        if size is None or n <= size:
+            return [(0, n)], []
+        return [(a, min(a + size, n)) for a in range(0, n, size)], []
+    bounds: list[tuple[int, int]] = []
+    failures: list[tuple[int, BaseException]] = []
+    start = 0
+    total = 0.0
+    for i, op in enumerate(ops):
+        try:
+            cost = op.batch_cost()
+        except Exception as exc:
+            if i > start:
+                bounds.append((start, i))
+            failures.append((i, exc))
+            start = i + 1
+            total = 0.0
+            continue
+        count = i - start
+        if count and (total + cost > max_cost or (size is not None and count >= size)):
+            bounds.append((start, i))
+            start = i
+            total = 0.0
+        total += cost
+    if start < n:
+        bounds.append((start, n))
+    return bounds, failures
+
+
+def validate(call: Call, result: Any) -> tuple[list[Any] | None, BaseException | None]:
+    """A chunk's result as a list, or the contract it broke."""
+    n = call.stop - call.start
+    if result.__class__ is not list:
+        if not is_sequence_result(result):
+            return None, not_sequence_error(owner_name(call.dispatch.group), result)
+        result = list(result)
+    if len(result) != n:
+        return None, count_error(owner_name(call.dispatch.group), len(result), n)
+    return result, None
+
+
+def log_call(call: Call, exc: BaseException | None) -> None:
+    """One DEBUG line per batch (with the error, when the call failed)."""
+    group = call.dispatch.group
+    n = call.stop - call.start
+    if exc is None:
+        log.debug("batch %s key=%r size=%d seconds=%.6f", owner_name(group),
+                  display_key(group), n, call.t1 - call.t0)
+    else:
+        log.debug("batch %s key=%r size=%d seconds=%.6f error=%s: %s",
+                  owner_name(group), display_key(group), n, call.t1 - call.t0,
+                  type(exc).__name__, exc)
+
+
+def owner_name(group: Group) -> str:
+    """``Cls.run_batch`` or ``SeedBatcher.gen_batch``: what a message names."""
+    owner = group.owner
+    if isinstance(owner, Batcher):
+        return f"{type(owner).__qualname__}.gen_batch"
+    return f"{group.info.name}.run_batch"
+
+
+def display_key(group: Group) -> Any:
+    """The group's ``batch_key()`` as a trace shows it (None for the default group)."""
+    key = group.key
+    if type(key) is tuple and len(key) == 2:
+        return key[1]
+    return None

@@ -1,0 +1,301 @@
+"""Drivers: short loops that run the core's rounds (see the protocol in ``_core``).
+
+- :class:`SyncDriver`: the calls of a round run one after the other in the
+  caller's thread, or in a thread pool with ``max_workers``.
+- :func:`drive_async`: the calls of a round run concurrently on the event
+  loop (``async def run_batch`` awaited, ``blocking = True`` classes in a
+  worker thread), at most ``max_concurrency`` at once.
+
+Both complete a round's calls in group order, so the same program runs the
+same way under either.  ``timeout=`` is one deadline for the whole
+execution, set when the driver starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import functools
+import inspect
+import math
+import threading
+import time
+from collections.abc import Awaitable
+from typing import Any
+
+from ._core import Core, State
+from ._dispatch import Call
+from ._errors import timeout_error
+from ._tasks import RootFailure
+
+__all__ = ["SyncDriver", "check_workers", "deadline_of", "drive", "drive_async"]
+
+
+def check_workers(value: int | None, name: str = "max_workers") -> None:
+    """``max_workers=`` / ``max_concurrency=``: a positive int or None."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}= must be a positive int or None, got {value!r}")
+
+
+def deadline_of(timeout: float | None) -> float | None:
+    """The monotonic deadline for ``timeout=`` seconds from now (None: no limit)."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0:
+        raise ValueError(f"timeout= must be a number of seconds >= 0, got {timeout!r}")
+    if math.isinf(timeout):
+        return None
+    return time.monotonic() + timeout
+
+
+class SyncDriver:
+    """Runs a core's rounds in the calling thread (calls inline or in a thread pool)."""
+
+    def __init__(self, core: Core, max_workers: int | None = None,
+                 timeout: float | None = None) -> None:
+        check_workers(max_workers)
+        self.core = core
+        self.max_workers = max_workers
+        self.timeout = timeout
+        self.deadline = deadline_of(timeout)
+        self.pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._mail: threading.Event | None = None
+
+    def settle(self) -> bool:
+        """Step until a round is ready to dispatch (True) or nothing is live (False)."""
+        core = self.core
+        while True:
+            state = core.step()
+            if state is State.DISPATCH:
+                return True
+            if state is State.DONE:
+                return False
+            if state is State.WAIT:
+                self._wait_for_mail()
+            else:  # pragma: no cover  (this driver completes every call it takes)
+                raise RuntimeError("batch internal error: calls left in flight")
+
+    def dispatch(self) -> None:
+        """Take the round that is queued and run its calls."""
+        core = self.core
+        self.check_deadline()
+        calls = core.take()
+        # One call runs inline, unless a timeout needs it watched from here.
+        if self.max_workers is None or (len(calls) < 2 and self.deadline is None):
+            for call in calls:
+                result, exc = call.run()
+                core.complete(call, result, exc)
+            return
+        if self.pool is None:
+            self.pool = concurrent.futures.ThreadPoolExecutor(
+                self.max_workers, thread_name_prefix="batch")
+        futures = [self.pool.submit(contextvars.copy_context().run, call.run) for call in calls]
+        _done, not_done = concurrent.futures.wait(futures, timeout=self.remaining())
+        if not_done:
+            for f in not_done:
+                f.cancel()
+            raise timeout_error(self.timeout, core.rounds - 1)
+        for call, future in zip(calls, futures):
+            result, exc = future.result()
+            core.complete(call, result, exc)
+
+    def run(self) -> None:
+        """Run rounds until every root has its result."""
+        while self.settle():
+            self.dispatch()
+
+    def check_deadline(self) -> None:
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            raise timeout_error(self.timeout, self.core.rounds)
+
+    def remaining(self) -> float | None:
+        if self.deadline is None:
+            return None
+        return max(0.0, self.deadline - time.monotonic())
+
+    def _wait_for_mail(self) -> None:
+        """Block until another execution posts an answer (bounded by the deadline)."""
+        mailbox = self.core.mailbox()
+        if self._mail is None:
+            self._mail = threading.Event()
+            mailbox.notify = self._mail.set
+        event = self._mail
+        while not mailbox.inbox:
+            event.clear()
+            if mailbox.inbox:
+                break
+            if not event.wait(self.remaining()):
+                self.check_deadline()
+
+    def close(self) -> None:
+        """Let go of the thread pool, if one was started."""
+        if self.pool is not None:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            self.pool = None
+
+
+def finish(core: Core, work: Any) -> None:
+    """Run ``work()`` to the end of the execution; close everything on any failure."""
+    failure: BaseException | None = None
+    try:
+        work()
+    except RootFailure as rf:
+        failure = rf.exc
+    except BaseException as exc:
+        core.abort(exc)
+        raise
+    if failure is not None:
+        core.abort(failure)
+        raise failure
+    core.finish()
+
+
+def drive(core: Core, max_workers: int | None, timeout: float | None) -> None:
+    """Run ``core`` to the end in this thread (``execute`` and ``execute_many``)."""
+    driver = SyncDriver(core, max_workers, timeout)
+    try:
+        finish(core, driver.run)
+    finally:
+        driver.close()
+
+
+# -- asyncio -------------------------------------------------------------------------
+
+
+async def drive_async(core: Core, max_concurrency: int | None, timeout: float | None) -> None:
+    """Run ``core`` to the end on the running event loop (``execute_async``)."""
+    check_workers(max_concurrency, "max_concurrency")
+    deadline = deadline_of(timeout)
+    loop = asyncio.get_running_loop()
+    core.loop = loop
+    runner = _AsyncCalls(loop, max_concurrency)
+    failure: BaseException | None = None
+    try:
+        if deadline is not None:
+            async with asyncio.timeout(deadline - time.monotonic()):
+                await _rounds(core, runner)
+        else:
+            await _rounds(core, runner)
+    except RootFailure as rf:
+        failure = rf.exc
+    except BaseException as exc:
+        await runner.cancel()
+        if isinstance(exc, TimeoutError) and not exc.args:  # asyncio.timeout's own
+            exc = timeout_error(timeout, max(0, core.rounds - 1))
+            core.abort(exc)
+            raise exc from None
+        core.abort(exc)
+        raise
+    if failure is not None:
+        core.abort(failure)
+        raise failure
+    core.finish()
+
+
+async def _rounds(core: Core, runner: _AsyncCalls) -> None:
+    mail: asyncio.Event | None = None
+    while True:
+        state = core.step()
+        if state is State.DISPATCH:
+            calls = core.take()
+            outcomes = await runner.run(calls)
+            for call, (result, exc) in zip(calls, outcomes):
+                core.complete(call, result, exc)
+        elif state is State.WAIT:
+            # Another execution sharing the cache has our operations in
+            # flight: its answer is posted from its own thread or task.
+            mailbox = core.mailbox()
+            if mail is None:
+                mail = asyncio.Event()
+                mailbox.notify = functools.partial(_call_soon, asyncio.get_running_loop(), mail.set)
+            while not mailbox.inbox:
+                mail.clear()
+                if not mailbox.inbox:
+                    await mail.wait()
+        elif state is State.DONE:
+            return
+        else:  # pragma: no cover  (every call is completed before the next step)
+            raise RuntimeError("batch internal error: calls left in flight")
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, fn: Any) -> None:
+    try:
+        loop.call_soon_threadsafe(fn)
+    except RuntimeError:  # pragma: no cover  (the loop closed meanwhile)
+        pass
+
+
+class _AsyncCalls:
+    """Runs one round's calls on the loop: their outcomes, in call order."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, max_concurrency: int | None) -> None:
+        self.loop = loop
+        self.semaphore = asyncio.Semaphore(max_concurrency) if max_concurrency else None
+        self.tasks: list[asyncio.Future[Any]] = []
+
+    async def run(self, calls: list[Call]) -> list[tuple[Any, BaseException | None]]:
+        """Run the calls; synchronous ones inline, in order, the rest as tasks."""
+        outcomes: list[Any] = [None] * len(calls)
+        waits: list[tuple[int, Awaitable[Any]]] = []
+        for i, call in enumerate(calls):
+            if call.blocking or self.semaphore is not None:
+                waits.append((i, self._one(call)))
+                continue
+            result, exc = call.run()
+            if exc is None and inspect.isawaitable(result):
+                # An async run_batch: a task of its own, in its own copy of the
+                # context (as a sync run_batch runs in one), so calls overlap.
+                waits.append((i, self._await(call, result)))
+            else:
+                outcomes[i] = (result, exc)
+        if waits:
+            self.tasks = [asyncio.ensure_future(w) for _, w in waits]
+            done = await asyncio.gather(*self.tasks)
+            self.tasks = []
+            for (i, _), outcome in zip(waits, done):
+                outcomes[i] = outcome
+        else:
+            # Only synchronous calls: still give the loop a turn every round,
+            # so a long execution does not starve the loop's other tasks.
+            await asyncio.sleep(0)
+        return outcomes
+
+    async def _await(self, call: Call, awaitable: Awaitable[Any]) -> tuple[Any, BaseException | None]:
+        try:
+            result = await awaitable
+        except asyncio.CancelledError:
+            raise
+        except BaseException as err:
+            call.t1 = time.perf_counter()
+            return None, err
+        call.t1 = time.perf_counter()
+        return result, None
+
+    async def _one(self, call: Call) -> tuple[Any, BaseException | None]:
+        semaphore = self.semaphore
+        if semaphore is not None:
+            await semaphore.acquire()
+        try:
+            if call.blocking:
+                ctx = contextvars.copy_context()
+                outcome: tuple[Any, BaseException | None] = await self.loop.run_in_executor(
+                    None, ctx.run, call.run)
+                return outcome
+            result, exc = call.run()
+            if exc is None and inspect.isawaitable(result):
+                return await self._await(call, result)
+            return result, exc
+        finally:
+            if semaphore is not None:
+                semaphore.release()
+
+    async def cancel(self) -> None:
+        """Cancel the calls in flight and wait until they have stopped."""
+        tasks, self.tasks = self.tasks, []
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)

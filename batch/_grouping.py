@@ -1,0 +1,130 @@
+"""Grouping: which operations of a round go to the same ``run_batch`` call.
+
+The rule (DESIGN section 3): operations pending at the end of a round are
+grouped by ``(type(op), op.batch_key())``; a seed operation whose class
+overrides ``batcher()`` is grouped by the returned :class:`batch.Batcher`
+instead.  Groups keep the order in which their first operation was yielded
+(a dict keeps insertion order), and a group keeps its operations in yield
+order.  To change a grouping rule, change :func:`group_key`.
+
+Classes with no key, no batcher and no cache take a fast path: they are
+grouped under the bare class object, which no other key can equal, so the
+stepping loop can append to their group without calling anything.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Hashable
+from typing import Any
+
+from ._errors import batch_key_error, batcher_type_error
+from ._operation import Batcher, OpInfo
+
+__all__ = ["DedupeOps", "Group", "group_key", "op_info"]
+
+
+class Group:
+    """The operations of one round that go to the same ``run_batch``."""
+
+    __slots__ = ("key", "info", "owner", "ops", "targets")
+
+    def __init__(self, key: Hashable, info: OpInfo, owner: Any) -> None:
+        self.key = key
+        self.info = info
+        self.owner = owner  # the operation class, or a seed Batcher
+        self.ops: list[Any] = DedupeOps() if info.dedupe else []
+        # One entry per run of operations, in yield order: a task (one
+        # operation, scalar yield), or (join, offset, count) for ``count``
+        # consecutive operations filling slots of one join.
+        self.targets: list[Any] = []
+
+    @property
+    def size(self) -> int:
+        """Operations queued (after dedupe: distinct ones)."""
+        return len(self.ops)
+
+
+class DedupeOps(list):  # type: ignore[type-arg]
+    """The operations of a deduplicating group: each distinct one kept once.
+
+    Deduplicating as operations are queued (not when the round is sent)
+    means the repeats are freed at once: a round of a million equal reads
+    holds one operation, not a million for the garbage collector to scan.
+    ``positions[i]`` is the index in this list of the i-th operation yielded;
+    an unhashable operation gets ``-1 - k``, ``k`` indexing ``unhashable``.
+    """
+
+    __slots__ = ("seen", "positions", "unhashable")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: dict[Any, int] = {}
+        self.positions: list[int] = []
+        self.unhashable: list[tuple[Any, BaseException]] = []
+
+    def append(self, op: Any) -> None:
+        self.extend((op,))
+
+    def extend(self, ops: Any) -> None:
+        index = self.seen
+        get = index.get
+        add = self.positions.append
+        keep = super().append
+        for op in ops:
+            try:
+                i = get(op)
+                if i is None:
+                    i = index[op] = len(index)
+                    keep(op)
+            except TypeError as exc:
+                self.unhashable.append((op, exc))
+                i = -len(self.unhashable)
+            add(i)
+
+
+# OpInfo of each class, computed once and reused while the class's settings
+# stay the same (a setting changed after definition is checked again).
+_infos: weakref.WeakKeyDictionary[type, tuple[tuple[Any, ...], OpInfo]] = weakref.WeakKeyDictionary()
+
+
+def op_info(cls: type) -> OpInfo:
+    """How the executor treats ``cls``; raises BatchSettingError for a bad setting."""
+    settings = (cls.max_batch_size, cls.max_batch_cost, cls.dedupe,  # type: ignore[attr-defined]
+                cls.cache_results, getattr(cls, "blocking", False),  # type: ignore[attr-defined]
+                cls.batch_key, cls.batcher)  # type: ignore[attr-defined]
+    entry = _infos.get(cls)
+    if entry is not None and entry[0] == settings:
+        return entry[1]
+    info = OpInfo(cls)
+    _infos[cls] = (settings, info)
+    return info
+
+
+def group_key(op: Any, info: OpInfo) -> tuple[Hashable, Any] | BaseException:
+    """The group of a non-fast-path operation: (key, owner), or why it has none.
+
+    The owner is what ``run_batch``/``gen_batch`` is called on: the class,
+    or a seed Batcher.  A failure fails that operation alone.
+    """
+    if info.uses_batcher:
+        try:
+            owner = op.batcher()
+        except Exception as exc:
+            return exc
+        if not isinstance(owner, Batcher):
+            return batcher_type_error(info.name, owner)
+        return (Batcher, owner), owner
+    if info.keyed:
+        try:
+            k = op.batch_key()
+        except Exception as exc:
+            return exc
+        key = (info.cls, k)
+        try:
+            hash(key)
+        except TypeError:
+            return batch_key_error(info.name, k)
+        return key, info.cls
+    # Not the bare class: that key is reserved for the fast path.
+    return (info.cls, None), info.cls

@@ -1,0 +1,457 @@
+"""Stepping: resume runnable tasks until every one waits on something.
+
+This is phase 1 of a round (see ``_core``).  :func:`step` pops tasks off the
+ready stack and resumes each until it yields something to wait on:
+
+- a generator: pushed on top of the same task's chain (no recursion);
+- an operation: queued in its group (``_grouping``), the task parked on it;
+- a list/tuple/dict or ``settled(...)``: a join (:func:`start_join`);
+- a shared generator: the task waits among its waiters;
+- ``GenResult(v)`` (legacy): the generator is closed and ``v`` is its result.
+
+A finished generator's result goes to its parent at once (same round), so
+pure logic never costs a round.  The ready stack is LIFO with wake-ups pushed
+in reverse, so tasks run in program order: earlier roots and siblings first,
+depth first.
+
+Everything here works on the core's state (``_core.Core``) and never blocks:
+no threads, clocks or event loops.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import types
+from typing import Any
+
+from ._cache import MISSING, InFlight
+from ._errors import (
+    reuse_error,
+    self_wait_error,
+    shared_elsewhere_error,
+    unhashable_error,
+    yield_error,
+)
+from ._grouping import Group, group_key, op_info
+from ._operation import BatchableOperation, GenResult, OpInfo, Settled
+from ._sharing import DONE, NEW, RUNNING, SharedGenerator
+from ._tasks import (
+    CTX,
+    GEN,
+    HOLD,
+    INDEX,
+    RESUME,
+    SEND,
+    SINCE,
+    SINK,
+    STACK,
+    TAKE,
+    THROW,
+    VALUE,
+    Join,
+    Task,
+    fill,
+    open_join,
+)
+
+__all__ = ["enqueue", "start_join", "step"]
+
+GeneratorType = types.GeneratorType
+_send = GeneratorType.send
+_throw = GeneratorType.throw
+
+
+def step(core: Any) -> None:
+    """Resume runnable tasks until every live task waits on something."""
+    ready = core.ready
+    woken = core.woken
+    pop = ready.pop
+    groups = core.groups
+    infos = core.infos
+    clock = core.clock
+    while True:
+        if woken:
+            woken.reverse()
+            ready.extend(woken)
+            woken.clear()
+            continue
+        if not ready:
+            core.clock = clock
+            if core.root_gens:
+                core.root_gens.clear()  # they have all started now
+            return
+        task = pop()
+        gen, ctx, _, _, _, value, resume, _ = task
+        task[VALUE] = None  # the generator holds the value now; do not keep it alive
+        if resume:
+            task[RESUME] = SEND
+        while True:
+            try:
+                # The unbound send/throw spare a bound-method object per step.
+                if resume:
+                    if resume == TAKE:  # its first yield, taken when start_join started it
+                        y = value
+                    else:
+                        y = ctx.run(_throw, gen, value)
+                else:
+                    y = ctx.run(_send, gen, value)
+            except StopIteration as stop:
+                value = stop.value
+                resume = SEND
+            except Exception as exc:
+                value = exc
+                resume = THROW
+            except BaseException:
+                core.running = task  # so that abort() closes its parents too
+                raise
+            else:
+                cls = y.__class__
+                if cls is GeneratorType:
+                    # A single child runs on top of this task's chain.  A
+                    # generator that started already (suspended) or ended
+                    # (no frame) was yielded before: refuse it.
+                    if y.gi_suspended or y.gi_frame is None:
+                        value = _reused(task, y)
+                        resume = THROW
+                        continue
+                    stack = task[STACK]
+                    if stack is None:
+                        task[STACK] = [gen, ctx]
+                    else:
+                        stack.append(gen)
+                        stack.append(ctx)
+                    gen = task[GEN] = y
+                    ctx = task[CTX] = ctx.copy()
+                    value = None
+                    resume = SEND
+                    continue
+                # Only fast-path classes are grouped under the bare class,
+                # so a hit here needs no further checks.
+                group = groups.get(cls)
+                if group is not None:
+                    group.ops.append(y)
+                    group.targets.append(task)
+                    clock += 1
+                    task[SINCE] = clock
+                    break
+                info = infos.get(cls)
+                if info is not None and info.fast:
+                    group = groups[cls] = Group(cls, info, cls)
+                    group.ops.append(y)
+                    group.targets.append(task)
+                    clock += 1
+                    task[SINCE] = clock
+                    break
+                if cls is not GenResult:
+                    core.clock = clock  # start_join may stamp tasks too
+                    outcome = _yield_other(core, task, y, cls, info)
+                    clock = core.clock
+                    if outcome is None:
+                        # Parked until what it waits on resolves.
+                        clock += 1
+                        task[SINCE] = clock
+                        break
+                    value, failed = outcome
+                    resume = THROW if failed else SEND
+                    continue
+                # Legacy ``yield GenResult(v)``: finish, running ``finally``.
+                value, failed = _close_early(gen, ctx, y.value)
+                resume = THROW if failed else SEND
+            # ``gen`` finished: resume its parent in the same chain, or hand
+            # the result to the task's waiter.
+            stack = task[STACK]
+            if stack:
+                ctx = task[CTX] = stack.pop()
+                gen = task[GEN] = stack.pop()
+                continue
+            # The finished task is referenced by nothing else now: it goes
+            # when ``task`` is rebound.
+            fill(task[SINK], task[INDEX], value, resume == THROW, woken)
+            break
+
+
+def _close_early(gen: Any, ctx: contextvars.Context, value: Any) -> tuple[Any, bool]:
+    try:
+        ctx.run(gen.close)
+    except Exception as exc:
+        return exc, True
+    return value, False
+
+
+def _reused(task: list[Any], y: Any) -> BaseException:
+    chain = [task[GEN], *(task[STACK] or ())[0::2]]
+    if any(g is y for g in chain):
+        return self_wait_error(task[GEN], chain)
+    return reuse_error(task[GEN], y)
+
+
+def _yield_other(core: Any, task: list[Any], y: Any, cls: type,
+                 info: OpInfo | None) -> tuple[Any, bool] | None:
+    """Everything but the fast paths: returns None to park, or a value to resume with."""
+    if info is None and isinstance(y, BatchableOperation):
+        info = core.infos[cls] = op_info(cls)
+        if info.fast:
+            group = core.groups.get(cls)
+            if group is None:
+                group = core.groups[cls] = Group(cls, info, cls)
+            group.ops.append(y)
+            group.targets.append(task)
+            return None
+    if info is not None:
+        return enqueue(core, y, info, task)
+    if isinstance(y, (list, tuple, dict)):
+        return start_join(core, y, task, 0, task[CTX], False, False, task[GEN])
+    if isinstance(y, Settled):
+        inner = y.value
+        if isinstance(inner, (list, tuple, dict)):
+            return start_join(core, inner, task, 0, task[CTX], True, False, task[GEN])
+        if not _yieldable(inner):
+            # settled() never raises: the mistake comes back in place.
+            return yield_error(task[GEN], inner, "settled() of "), False
+        return start_join(core, [inner], task, 0, task[CTX], True, True, task[GEN])
+    if isinstance(y, SharedGenerator):
+        return wait_shared(core, y, task, 0, task[CTX])
+    return yield_error(task[GEN], y), True
+
+
+def _yieldable(value: Any) -> bool:
+    return isinstance(value, (BatchableOperation, GeneratorType, list, tuple, dict, Settled,
+                              SharedGenerator))
+
+
+def enqueue(core: Any, op: Any, info: OpInfo, target: Any) -> tuple[Any, bool] | None:
+    """Queue an operation of a class with a key, a batcher or a cache.
+
+    Returns None when ``target`` now waits, or (value, failed) when the
+    operation is answered at once (a cache hit) or cannot be grouped.
+    """
+    cls = info.cls
+    if info.cached:
+        data = core.cache._data
+        try:
+            entry = data.get((cls, op), MISSING)
+        except TypeError as exc:
+            return unhashable_error(info.name, True, exc), True
+        if entry is not MISSING:
+            if entry.__class__ is InFlight:
+                if entry.owner is core:
+                    entry.followers.append(target)
+                    return None
+                if core.may_wait_on(entry.owner) and entry.wait(core, target, op, info):
+                    core.mailbox().expect(target)
+                    return None
+                # Answered (or dropped) meanwhile: look again.
+                entry = data.get((cls, op), MISSING)
+            if entry is not MISSING and entry.__class__ is not InFlight:
+                core.cache_hits += 1
+                return entry, isinstance(entry, Exception)
+    keyed = group_key(op, info)
+    if isinstance(keyed, BaseException):
+        return keyed, True
+    key, owner = keyed
+    groups = core.groups
+    group = groups.get(key)
+    if group is None:
+        group = groups[key] = Group(key, info, owner)
+    group.ops.append(op)
+    group.targets.append(target)
+    return None
+
+
+def wait_shared(core: Any, shared: SharedGenerator[Any], sink: Any, index: int,
+                ctx: contextvars.Context) -> tuple[Any, bool] | None:
+    """Wait on a shared generator, starting it if nobody has."""
+    state = shared._state
+    if state == DONE:
+        return shared._value, shared._failed
+    if state == RUNNING and shared._owner is not core:
+        return shared_elsewhere_error(shared), True
+    shared._waiters.append((sink, index))
+    if state == NEW:
+        gen = shared._start(core)
+        core.woken.append([gen, ctx.copy(), None, shared, 0, None, SEND, 0])
+        core.shared[shared] = None
+    return None
+
+
+def start_join(core: Any, struct: Any, sink: Any, index: int, ctx: contextvars.Context,
+               settled: bool, single: bool, gen: Any) -> tuple[Any, bool] | None:
+    """Start waiting on every item of a yielded list/tuple/dict.
+
+    Returns the structure's value if it is resolved at once (empty, or
+    only cache hits), else None.  Nested structures are walked depth first
+    with an explicit stack, so operations are queued in the order they
+    appear and no nesting depth can exhaust the Python stack.
+    """
+    join, items, keys = open_join(struct, sink, index, settled, single)
+    if join is None:
+        return items, False  # empty: ``items`` is the empty result
+    groups = core.groups
+    infos = core.infos
+    woken = core.woken
+    n = len(items)
+    first = items[0].__class__
+    info = infos.get(first)
+    if info is not None and info.fast and n > 1 and len(set(map(type, items))) == 1:
+        # A list of operations of one class: one run of targets, copied at C speed.
+        group = groups.get(first)
+        if group is None:
+            group = groups[first] = Group(first, info, first)
+        group.ops.extend(items)
+        group.targets.append((join, 0, n))
+        return None
+    # While the structure is being built, its completion is not passed to
+    # ``sink``: the caller takes the value from the return value instead.
+    join.sink = HOLD
+    children: list[list[Any]] = []
+    # Generators are started right here, each up to its first yield, as
+    # long as every one before it stopped at an operation: their
+    # operations are queued after the structure's own (``parked``), which
+    # is the order in which running them from the ready stack would queue
+    # them, without the trip through it.  The first one that yields
+    # something else, and all after it, run from the ready stack instead.
+    parked: list[tuple[Group, Any, list[Any]]] = []
+    eager = True
+    outer: list[tuple[Join, Any, Any, int]] = []  # enclosing levels to go back to
+    run_group: Group | None = None
+    run_start = 0
+    i = 0
+    while True:
+        if i == n:
+            if run_group is not None:
+                run_group.targets.append((join, run_start, n - run_start))
+                run_group = None
+            if outer:
+                # Back to the enclosing structure (a nested one that is
+                # complete already passed its value up through fill()).
+                join, items, keys, i = outer.pop()
+                n = len(items)
+                continue
+            if parked:
+                _queue_parked(core, parked)
+            if children:
+                if len(children) > 1 and len({id(c[GEN]) for c in children}) < len(children):
+                    children = _drop_repeats(children, gen, woken)
+                woken.extend(children)
+            join.sink, join.index = sink, index
+            return join.result() if join.remaining == 0 else None
+        item = items[i]
+        c = item.__class__
+        if c is GeneratorType:
+            if run_group is not None:
+                run_group.targets.append((join, run_start, i - run_start))
+                run_group = None
+            if item.gi_suspended or item.gi_frame is None:
+                fill(join, i, reuse_error(gen, item, True), True, woken)
+            elif not eager:
+                children.append([item, ctx.copy(), None, join, i, None, SEND, 0])
+            else:
+                child = [item, ctx.copy(), None, join, i, None, SEND, 0]
+                try:
+                    y = child[CTX].run(_send, item, None)
+                except StopIteration as stop:
+                    fill(join, i, stop.value, False, woken)
+                except Exception as exc:
+                    fill(join, i, exc, True, woken)
+                except BaseException:
+                    # KeyboardInterrupt and such: leave every started
+                    # generator where abort() will find and close it.
+                    core.running = child
+                    join.sink, join.index = sink, index
+                    _queue_parked(core, parked)
+                    woken.extend(children)
+                    raise
+                else:
+                    yc = y.__class__
+                    g = groups.get(yc)
+                    if g is None:
+                        yinfo = infos.get(yc)
+                        if yinfo is not None and yinfo.fast:
+                            g = groups[yc] = Group(yc, yinfo, yc)
+                    if g is not None:
+                        parked.append((g, y, child))
+                    else:  # anything but a plain operation: taken up by step()
+                        child[VALUE] = y
+                        child[RESUME] = TAKE
+                        children.append(child)
+                        eager = False
+            i += 1
+            continue
+        group = groups.get(c)
+        if group is None:
+            info = infos.get(c)
+            if info is None and isinstance(item, BatchableOperation):
+                info = infos[c] = op_info(c)
+            if info is not None and info.fast:
+                group = groups[c] = Group(c, info, c)
+        if group is not None:
+            if group is not run_group:
+                if run_group is not None:
+                    run_group.targets.append((join, run_start, i - run_start))
+                run_group = group
+                run_start = i
+            group.ops.append(item)
+            i += 1
+            continue
+        if run_group is not None:
+            run_group.targets.append((join, run_start, i - run_start))
+            run_group = None
+        nested: Any = None
+        nested_settled = join.settled
+        nested_single = False
+        outcome: tuple[Any, bool] | None = None
+        if info is not None:
+            outcome = enqueue(core, item, info, (join, i, 1))
+        elif isinstance(item, (list, tuple, dict)):
+            nested = item
+        elif isinstance(item, Settled):
+            nested = item.value
+            nested_settled = True
+            if not isinstance(nested, (list, tuple, dict)):
+                nested, nested_single = [nested], True
+        elif isinstance(item, SharedGenerator):
+            outcome = wait_shared(core, item, join, i, ctx)
+        else:
+            place = f"key {keys[i]!r}" if isinstance(keys, list) else f"index {i}"
+            where = f"a {type(struct).__qualname__} containing, at {place}, "
+            outcome = yield_error(gen, item, where), True
+        if nested is not None:
+            inner, inner_items, inner_keys = open_join(nested, join, i, nested_settled,
+                                                       nested_single)
+            if inner is None:
+                outcome = inner_items, False
+            else:
+                outer.append((join, items, keys, i + 1))
+                join, items, keys, i, n = inner, inner_items, inner_keys, 0, len(inner_items)
+                continue
+        if outcome is not None:
+            fill(join, i, outcome[0], outcome[1], woken)
+        i += 1
+
+
+def _queue_parked(core: Any, parked: list[tuple[Group, Any, list[Any]]]) -> None:
+    """Queue the operations that in-place started generators stopped at."""
+    clock = core.clock
+    for group, op, child in parked:
+        group.ops.append(op)
+        group.targets.append(child)
+        clock += 1
+        child[SINCE] = clock
+    core.clock = clock
+
+
+def _drop_repeats(children: list[list[Any]], gen: Any, woken: list[Any]) -> list[list[Any]]:
+    """The same fresh generator twice in one structure: only the first runs it."""
+    seen: set[int] = set()
+    kept = []
+    for child in children:
+        if id(child[GEN]) in seen:
+            fill(child[SINK], child[INDEX], reuse_error(gen, child[GEN], True), True, woken)
+        else:
+            seen.add(id(child[GEN]))
+            kept.append(child)
+    return kept
+
+
+__all__ += ["wait_shared"]
+_ = Task  # the task layout is documented in _tasks
