@@ -143,6 +143,9 @@ class Core:
         if _hooks._trace_factory is not None:
             trace = _hooks.implicit_trace(trace)
         self.trace = trace
+        # batch.testing's overrides and recorders in force now, for the whole
+        # execution: a block entered later, from any thread, never reaches it.
+        self.hook = _hooks.current()
         self.rounds = 0  # takes so far
         self.cache_hits = 0  # since the last take
         # Step state (``_stepping``): tasks to run, tasks woken since the
@@ -296,7 +299,7 @@ class Core:
         else:
             groups = [self.groups.pop(k) for k in keys]
         self.rounds += 1
-        hook = _hooks.current()  # an override entered mid-execution applies from here
+        hook = self.hook
         # One group wakes its waiters in the order they began to wait already
         # (its targets were queued in that order); several groups or cached
         # followers need the sort before the next step.

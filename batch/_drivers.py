@@ -7,8 +7,17 @@
   worker thread), at most ``max_concurrency`` at once.
 
 Both complete a round's calls in group order, so the same program runs the
-same way under either.  ``timeout=`` is one deadline for the whole
-execution, set when the driver starts.
+same way under either.
+
+``timeout=`` has one meaning on every entry point: the execution's own
+work - stepping generators, running ``run_batch`` calls, waiting on other
+executions' operations - must end within that many seconds, counted from
+the start (``execute_iter``: from the first item asked for, not counting
+the time its consumer holds an item).  The deadline is checked before each
+round, while waiting on calls or on other executions, and after each
+round's calls, the last one included: a result that comes late is not
+returned.  ``inf`` (or anything from ``threading.TIMEOUT_MAX`` up) means no
+limit; ``nan``, negative numbers and non-numbers are refused.
 """
 
 from __future__ import annotations
@@ -18,7 +27,6 @@ import concurrent.futures
 import contextvars
 import functools
 import inspect
-import math
 import threading
 import time
 from collections.abc import Awaitable
@@ -29,7 +37,7 @@ from ._dispatch import Call
 from ._errors import timeout_error
 from ._tasks import RootFailure
 
-__all__ = ["SyncDriver", "check_workers", "deadline_of", "drive", "drive_async"]
+__all__ = ["SyncDriver", "check_workers", "deadline_of", "drive", "drive_async", "remaining"]
 
 
 def check_workers(value: int | None, name: str = "max_workers") -> None:
@@ -46,9 +54,16 @@ def deadline_of(timeout: float | None) -> float | None:
         return None
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0:
         raise ValueError(f"timeout= must be a number of seconds >= 0, got {timeout!r}")
-    if math.isinf(timeout):
+    if timeout >= threading.TIMEOUT_MAX:  # inf, or too far to wait on: no limit
         return None
     return time.monotonic() + timeout
+
+
+def remaining(deadline: float | None) -> float | None:
+    """Seconds left before ``deadline`` (never negative), for a blocking wait."""
+    if deadline is None:
+        return None
+    return min(max(0.0, deadline - time.monotonic()), threading.TIMEOUT_MAX)
 
 
 class SyncDriver:
@@ -88,6 +103,7 @@ class SyncDriver:
             for call in calls:
                 result, exc = call.run()
                 core.complete(call, result, exc)
+            self.check_deadline()  # the calls may have used up the time, last round too
             return
         if self.pool is None:
             self.pool = concurrent.futures.ThreadPoolExecutor(
@@ -101,6 +117,7 @@ class SyncDriver:
         for call, future in zip(calls, futures):
             result, exc = future.result()
             core.complete(call, result, exc)
+        self.check_deadline()
 
     def run(self) -> None:
         """Run rounds until every root has its result."""
@@ -112,9 +129,20 @@ class SyncDriver:
             raise timeout_error(self.timeout, self.core.rounds)
 
     def remaining(self) -> float | None:
-        if self.deadline is None:
-            return None
-        return max(0.0, self.deadline - time.monotonic())
+        return remaining(self.deadline)
+
+    def restart_clock(self) -> None:
+        """Start counting ``timeout=`` from now (``execute_iter``: at the first item asked for)."""
+        self.deadline = deadline_of(self.timeout)
+
+    def pause_clock(self) -> float:
+        """Stop counting (``execute_iter`` hands an item out); pass the result to :meth:`resume_clock`."""
+        return time.monotonic()
+
+    def resume_clock(self, paused: float) -> None:
+        """The consumer asked for the next item: its time is not the execution's."""
+        if self.deadline is not None:
+            self.deadline += time.monotonic() - paused
 
     def _wait_for_mail(self) -> None:
         """Block until another execution posts an answer (bounded by the deadline)."""
@@ -176,9 +204,9 @@ async def drive_async(core: Core, max_concurrency: int | None, timeout: float | 
     try:
         if deadline is not None:
             async with asyncio.timeout(deadline - time.monotonic()):
-                await _rounds(core, runner)
+                await _rounds(core, runner, deadline, timeout)
         else:
-            await _rounds(core, runner)
+            await _rounds(core, runner, None, timeout)
     except RootFailure as rf:
         failure = rf.exc
     except BaseException as exc:
@@ -195,7 +223,8 @@ async def drive_async(core: Core, max_concurrency: int | None, timeout: float | 
     core.finish()
 
 
-async def _rounds(core: Core, runner: _AsyncCalls) -> None:
+async def _rounds(core: Core, runner: _AsyncCalls, deadline: float | None,
+                  timeout: float | None) -> None:
     mail: asyncio.Event | None = None
     while True:
         state = core.step()
@@ -204,6 +233,10 @@ async def _rounds(core: Core, runner: _AsyncCalls) -> None:
             outcomes = await runner.run(calls)
             for call, (result, exc) in zip(calls, outcomes):
                 core.complete(call, result, exc)
+            if deadline is not None and time.monotonic() >= deadline:
+                # A synchronous run_batch blocks the loop, so asyncio.timeout
+                # cannot fire during it: the last round is checked here.
+                raise timeout_error(timeout, core.rounds)
         elif state is State.WAIT:
             # Another execution sharing the cache has our operations in
             # flight: its answer is posted from its own thread or task.

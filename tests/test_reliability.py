@@ -338,7 +338,6 @@ class Sleepy05(Sleepy):
 
 
 @pytest.mark.parametrize("timeout", [math.inf, 1e12, threading.TIMEOUT_MAX * 2])
-@pytest.mark.xfail(strict=True, reason="issue 15 item 5")
 def test_a_huge_timeout_means_no_limit(timeout: float) -> None:
     assert batch.execute([Key(1), Sleepy(2)], max_workers=2, timeout=timeout) == [10, 2]
     cache = batch.OperationCache()
@@ -371,7 +370,6 @@ def test_a_timeout_that_is_not_a_number_of_seconds_is_refused(bad: Any) -> None:
         batch.execute(Key(1), timeout=bad)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 15 item 5")
 def test_a_nan_timeout_is_refused() -> None:
     with pytest.raises(ValueError, match=r"^timeout= must be a number of seconds >= 0, got nan"):
         batch.execute(Key(1), timeout=math.nan)
@@ -393,12 +391,7 @@ ENTRY_POINTS: dict[str, Callable[[Any, float], Any]] = {
 }
 
 
-SERIAL = {"execute", "execute_many", "execute_iter"}   # they do not check the last round today
-
-
-@pytest.mark.parametrize("entry", [
-    pytest.param(e, marks=[pytest.mark.xfail(strict=True, reason="issue 15 item 5")] if e in SERIAL else [])
-    for e in ENTRY_POINTS])
+@pytest.mark.parametrize("entry", list(ENTRY_POINTS))
 def test_timeout_counts_the_last_round_on_every_entry_point(entry: str) -> None:
     t = Tracker()
     started = time.monotonic()
@@ -408,7 +401,6 @@ def test_timeout_counts_the_last_round_on_every_entry_point(entry: str) -> None:
     assert t.still_open == []
 
 
-@pytest.mark.xfail(strict=True, reason="issue 15 item 5")
 def test_execute_iter_timeout_does_not_count_the_consumer() -> None:
     got = []
     for value in batch.execute_iter([Key(i) for i in range(4)], window=1, timeout=0.3):
@@ -425,7 +417,6 @@ class Real(Key):
         return [f"real{op.key}" for op in operations]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 15 item 6")
 def test_an_override_in_another_thread_does_not_reach_a_running_execution() -> None:
     entered, left = threading.Event(), threading.Event()
     between = threading.Event()
@@ -453,7 +444,6 @@ def test_an_override_in_another_thread_does_not_reach_a_running_execution() -> N
     assert got == ["real0", "real1", "real2", "real3"]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 15 item 6")
 def test_recording_in_another_thread_does_not_see_a_running_execution() -> None:
     entered, left, between = threading.Event(), threading.Event(), threading.Event()
     records: list[Any] = []
