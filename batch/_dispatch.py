@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import numbers
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from ._errors import count_error, not_sequence_error, unhashable_error
+from ._errors import changed_list_error, cost_error, count_error, not_sequence_error, unhashable_error
 from ._grouping import DedupeOps, Group
 from ._operation import Batcher, OpInfo, is_sequence_result
 from ._trace import BatchRecord, Trace
@@ -56,7 +57,7 @@ class Dispatch:
         ops = self.group.ops
         if ops.__class__ is DedupeOps and ops.unhashable:
             info = self.group.info
-            errors = [unhashable_error(info.name, info.cached, exc) for _, exc in ops.unhashable]
+            errors = [unhashable_error(info.name, info.cached, exc, op) for op, exc in ops.unhashable]
             return [results[p] if p >= 0 else errors[-1 - p] for p in positions]
         return list(map(results.__getitem__, positions))
 
@@ -64,8 +65,8 @@ class Dispatch:
 class Call:
     """One ``run_batch`` call: the chunk ``[start:stop)`` of a dispatch."""
 
-    __slots__ = ("dispatch", "start", "stop", "ops", "record", "t0", "t1", "hook", "trace", "round",
-                 "dispatch_done")
+    __slots__ = ("dispatch", "start", "stop", "ops", "sent", "record", "t0", "t1", "hook", "trace",
+                 "round", "dispatch_done")
 
     def __init__(self, dispatch: Dispatch, start: int, stop: int, ops: list[Any],
                  hook: Any = None, trace: Trace | None = None) -> None:
@@ -73,6 +74,7 @@ class Call:
         self.start = start
         self.stop = stop
         self.ops = ops
+        self.sent: list[Any] | None = None  # the list run_batch got, until its result is validated
         self.record: BatchRecord | None = None
         self.t0 = 0.0
         self.t1 = 0.0
@@ -113,8 +115,8 @@ class Call:
                 size=len(self.ops), requested=self.requested(), start=trace._now(),
                 thread=threading.get_ident())
         # run_batch gets a list of its own: one that sorts or changes it in
-        # place cannot move results to the wrong operations.
-        ops = list(self.ops)
+        # place cannot corrupt the executor's bookkeeping (see ``validate``).
+        ops = self.sent = list(self.ops)
         self.t0 = time.perf_counter()
         try:
             fn = owner.gen_batch if isinstance(owner, Batcher) else owner.run_batch
@@ -165,6 +167,10 @@ def chunks(info: OpInfo, ops: list[Any]) -> tuple[list[tuple[int, int]],
     for i, op in enumerate(ops):
         try:
             cost = op.batch_cost()
+            if cost.__class__ is not float and cost.__class__ is not int:
+                cost = _as_cost(info, cost)
+            elif not cost >= 0:  # negative, or NaN (which compares false to everything)
+                raise cost_error(info.name, cost)
         except Exception as exc:
             if i > start:
                 bounds.append((start, i))
@@ -183,16 +189,60 @@ def chunks(info: OpInfo, ops: list[Any]) -> tuple[list[tuple[int, int]],
     return bounds, failures
 
 
+def _as_cost(info: OpInfo, cost: Any) -> float:
+    """A ``batch_cost()`` value that is not a plain int or float: a real number >= 0, or an error."""
+    if isinstance(cost, bool) or not isinstance(cost, numbers.Real):
+        raise cost_error(info.name, cost)
+    value = float(cost)
+    if not value >= 0:
+        raise cost_error(info.name, cost)
+    return value
+
+
 def validate(call: Call, result: Any) -> tuple[list[Any] | None, BaseException | None]:
-    """A chunk's result as a list, or the contract it broke."""
+    """A chunk's result as a list, in the order of ``call.ops``, or the contract it broke.
+
+    ``run_batch`` got a list of its own (``call.sent``): if it reordered that
+    list in place, its results follow the new order and are put back in the
+    executor's; if it added, removed or replaced operations, the call fails.
+    """
     n = call.stop - call.start
+    sent, call.sent = call.sent, None
+    order: list[int] | None = None
+    if sent is not None:
+        ops = call.ops
+        if len(sent) != n:
+            return None, changed_list_error(owner_name(call.dispatch.group))
+        if any(a is not b for a, b in zip(sent, ops)):
+            order = _reordering(ops, sent)
+            if order is None:
+                return None, changed_list_error(owner_name(call.dispatch.group))
     if result.__class__ is not list:
         if not is_sequence_result(result):
             return None, not_sequence_error(owner_name(call.dispatch.group), result)
         result = list(result)
     if len(result) != n:
         return None, count_error(owner_name(call.dispatch.group), len(result), n)
+    if order is not None:
+        placed: list[Any] = [None] * n
+        for value, k in zip(result, order):
+            placed[k] = value
+        result = placed
     return result, None
+
+
+def _reordering(ops: list[Any], sent: list[Any]) -> list[int] | None:
+    """Where each item of ``sent`` was in ``ops`` (by identity), or None if not a permutation."""
+    where: dict[int, list[int]] = {}
+    for k in range(len(ops) - 1, -1, -1):
+        where.setdefault(id(ops[k]), []).append(k)
+    order = []
+    for op in sent:
+        slots = where.get(id(op))
+        if not slots:
+            return None
+        order.append(slots.pop())
+    return order
 
 
 def log_call(call: Call, exc: BaseException | None) -> None:

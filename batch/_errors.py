@@ -16,6 +16,8 @@ __all__ = [
     "async_in_sync_error",
     "batch_key_error",
     "batcher_type_error",
+    "changed_list_error",
+    "cost_error",
     "count_error",
     "cycle_error",
     "describe_generator",
@@ -179,12 +181,47 @@ def root_started_error(gen: Any) -> GeneratorReusedError:
     )
 
 
-def unhashable_error(name: str, cached: bool, exc: BaseException) -> BatchError:
-    """An operation of a deduplicating or caching class cannot be hashed."""
+def unhashable_error(name: str, cached: bool, exc: BaseException, op: Any = None) -> BatchError:
+    """An operation of a deduplicating or caching class cannot be hashed or compared.
+
+    A ``TypeError`` means the class has no usable ``__hash__``; anything else
+    means the user's ``__hash__`` (or ``__eq__``) raised: the message names
+    the method and what it raised.
+    """
     why = "cache_results = True" if cached else "dedupe = True"
+    if isinstance(exc, TypeError):
+        err = BatchError(
+            f"{name} has {why}, but its operations cannot be hashed ({exc}); make "
+            f"{name} a frozen dataclass, or define __eq__ and __hash__ on it"
+        )
+    else:
+        method = "__eq__"
+        try:
+            hash(op)
+        except Exception:
+            method = "__hash__"
+        err = BatchError(
+            f"{name}.{method} raised {exc!r}; {name} has {why}, so its operations are "
+            f"compared with hash() and ==, which must not raise: fix {name}.{method}"
+        )
+    err.__cause__ = exc
+    return err
+
+
+def cost_error(name: str, cost: Any) -> BatchError:
+    """``batch_cost()`` returned something that is not a cost."""
     return BatchError(
-        f"{name} has {why}, but its operations cannot be hashed ({exc}); make "
-        f"{name} a frozen dataclass, or define __eq__ and __hash__ on it"
+        f"{name}.batch_cost() returned {cost!r}; it must return a number >= 0 (the "
+        f"operation's share of {name}.max_batch_cost)"
+    )
+
+
+def changed_list_error(owner: str) -> BatchResultError:
+    """``run_batch`` added, removed or replaced operations of the list it was given."""
+    return BatchResultError(
+        f"{owner} changed the list of operations it was given (added, removed or "
+        f"replaced some); it may reorder that list in place, and then its results "
+        f"follow the new order, but it must keep the same operations"
     )
 
 

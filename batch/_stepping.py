@@ -26,6 +26,7 @@ from typing import Any
 
 from ._cache import MISSING, InFlight
 from ._errors import (
+    BatchSettingError,
     reuse_error,
     self_wait_error,
     shared_elsewhere_error,
@@ -189,7 +190,10 @@ def _yield_other(core: Any, task: list[Any], y: Any, cls: type,
                  info: OpInfo | None) -> tuple[Any, bool] | None:
     """Everything but the fast paths: returns None to park, or a value to resume with."""
     if info is None and isinstance(y, BatchableOperation):
-        info = core.infos[cls] = op_info(cls)
+        try:
+            info = core.infos[cls] = op_info(cls)
+        except BatchSettingError as exc:  # a setting made invalid after the class was defined
+            return exc, True
         if info.fast:
             group = core.groups.get(cls)
             if group is None:
@@ -230,8 +234,8 @@ def enqueue(core: Any, op: Any, info: OpInfo, target: Any) -> tuple[Any, bool] |
         data = core.cache._data
         try:
             entry = data.get((cls, op), MISSING)
-        except TypeError as exc:
-            return unhashable_error(info.name, True, exc), True
+        except Exception as exc:  # TypeError: unhashable; anything else: a bad __hash__/__eq__
+            return unhashable_error(info.name, True, exc, op), True
         if entry is not MISSING:
             if entry.__class__ is InFlight:
                 if entry.owner is core:
@@ -378,10 +382,14 @@ def start_join(core: Any, struct: Any, sink: Any, index: int, ctx: contextvars.C
             i += 1
             continue
         group = groups.get(c)
+        setting_error: BatchSettingError | None = None
         if group is None:
             info = infos.get(c)
             if info is None and isinstance(item, BatchableOperation):
-                info = infos[c] = op_info(c)
+                try:
+                    info = infos[c] = op_info(c)
+                except BatchSettingError as exc:  # made invalid after the class was defined
+                    setting_error = exc
             if info is not None and info.fast:
                 group = groups[c] = Group(c, info, c)
         if group is not None:
@@ -400,7 +408,9 @@ def start_join(core: Any, struct: Any, sink: Any, index: int, ctx: contextvars.C
         nested_settled = join.settled
         nested_single = False
         outcome: tuple[Any, bool] | None = None
-        if info is not None:
+        if setting_error is not None:
+            outcome = setting_error, True
+        elif info is not None:
             outcome = enqueue(core, item, info, (join, i, 1))
         elif isinstance(item, (list, tuple, dict)):
             nested = item
