@@ -113,7 +113,7 @@ from ._operation import BatchableOperation, Batcher, OpInfo, Settled
 from ._sharing import RUNNING, SharedGenerator
 from ._stepping import enqueue, step
 from ._tasks import SEND, SINCE, Join, Root, Task, by_since, deliver, fill
-from ._teardown import climb, close_tasks, find_cycle, suspended_tasks
+from ._teardown import climb, close_tasks, closing_order, find_cycle
 from ._trace import RoundRecord, Trace
 
 __all__ = ["Core", "State"]
@@ -148,11 +148,21 @@ class Core:
         self.hook = _hooks.current()
         self.rounds = 0  # takes so far
         self.cache_hits = 0  # since the last take
-        # Step state (``_stepping``): tasks to run, tasks woken since the
-        # last step, the task being stepped when user code raised out.
+        # Step state (``_stepping``): tasks to run, tasks woken since the last step.
         self.ready: list[list[Any]] = []
         self.woken: list[list[Any]] = []
-        self.running: list[Any] | None = None
+        # Every task that exists, by id, in creation order: registered before
+        # its generator first runs, removed once its bottom generator has
+        # finished.  abort() closes what is left, innermost first (see
+        # ``_teardown.closing_order``).  It costs a dict insert and delete per
+        # task, and it is what lets abort() find every live generator whatever
+        # raised and wherever - user code, the executor's own, or a
+        # KeyboardInterrupt arriving between two of its bytecodes: no other
+        # structure needs to be consistent at that moment.
+        self.live: dict[int, list[Any]] = {}
+        # (sink, index) of the structure start_join is building, whose join
+        # waits on a placeholder meanwhile; None when none is.
+        self.building: tuple[Any, int] | None = None
         self.clock = 0  # counts parkings, for the resume order (see _tasks.SINCE)
         self.sort_woken = False  # wake-ups may be out of order: sort before stepping
         self.root_gens: dict[int, Any] = {}  # roots not started yet, to refuse one twice
@@ -203,7 +213,9 @@ class Core:
         else:
             raise root_type_error(x)
         root = Root(raise_at_once, on_done)
-        self.woken.append([gen, contextvars.copy_context(), None, root, 0, None, SEND, 0])
+        task = [gen, contextvars.copy_context(), None, root, 0, None, SEND, 0]
+        self.live[id(task)] = task
+        self.woken.append(task)
         return root
 
     # -- phase 1 -----------------------------------------------------------------
@@ -389,8 +401,9 @@ class Core:
                 # waits on its batch (so, in program order too).
                 call.dispatch_done = self._accept
                 since = _earliest_since(group.targets, self.clock + 1) - 0.5
-                self.woken.append([result, contextvars.copy_context(), None, call, 0, None,
-                                   SEND, since])
+                task = [result, contextvars.copy_context(), None, call, 0, None, SEND, since]
+                self.live[id(task)] = task
+                self.woken.append(task)
                 return
             if isinstance(group.owner, Batcher):
                 result, exc = None, gen_batch_type_error(group.owner, result)
@@ -468,7 +481,8 @@ class Core:
         if self.closed:
             return
         self.closed = True
-        tasks = suspended_tasks(self._leaves())
+        tasks = closing_order(list(self.live.values()), self.building)
+        self.live.clear()
         self._release_markers()
         self.ready.clear()
         self.woken.clear()
@@ -492,25 +506,6 @@ class Core:
                     exc.add_note(f"batch: {p}")
             except Exception:  # pragma: no cover  (exotic exception types)
                 pass
-
-    def _leaves(self) -> list[Any]:
-        """Everything a suspended task can be waiting behind (see ``_teardown``)."""
-        leaves: list[Any] = []
-        if self.running is not None:
-            leaves.append(self.running)
-        leaves.extend(reversed(self.ready))
-        leaves.extend(self.woken)
-        for group in self.groups.values():
-            leaves.extend(group.targets)
-        for d in self.dispatching:
-            leaves.extend(d.group.targets)
-            for marker in d.markers or ():
-                leaves.extend(marker.followers)
-        for shared in self.shared:
-            leaves.extend(w for w, _ in shared._waiters)
-        if self._mailbox is not None:
-            leaves.extend(self._mailbox.targets)
-        return leaves
 
     def _release_markers(self) -> None:
         """Drop this execution's in-flight cache entries; their other waiters send them."""

@@ -69,6 +69,7 @@ def step(core: Any) -> None:
     pop = ready.pop
     groups = core.groups
     infos = core.infos
+    live = core.live
     clock = core.clock
     while True:
         if woken:
@@ -102,9 +103,6 @@ def step(core: Any) -> None:
             except Exception as exc:
                 value = exc
                 resume = THROW
-            except BaseException:
-                core.running = task  # so that abort() closes its parents too
-                raise
             else:
                 cls = y.__class__
                 if cls is GeneratorType:
@@ -167,6 +165,7 @@ def step(core: Any) -> None:
                 continue
             # The finished task is referenced by nothing else now: it goes
             # when ``task`` is rebound.
+            del live[id(task)]
             fill(task[SINK], task[INDEX], value, resume == THROW, woken)
             break
 
@@ -273,7 +272,9 @@ def wait_shared(core: Any, shared: SharedGenerator[Any], sink: Any, index: int,
     shared._waiters.append((sink, index))
     if state == NEW:
         gen = shared._start(core)
-        core.woken.append([gen, ctx.copy(), None, shared, 0, None, SEND, 0])
+        task = [gen, ctx.copy(), None, shared, 0, None, SEND, 0]
+        core.live[id(task)] = task
+        core.woken.append(task)
         core.shared[shared] = None
     return None
 
@@ -293,6 +294,7 @@ def start_join(core: Any, struct: Any, sink: Any, index: int, ctx: contextvars.C
     groups = core.groups
     infos = core.infos
     woken = core.woken
+    live = core.live
     n = len(items)
     first = items[0].__class__
     info = infos.get(first)
@@ -307,6 +309,7 @@ def start_join(core: Any, struct: Any, sink: Any, index: int, ctx: contextvars.C
     # While the structure is being built, its completion is not passed to
     # ``sink``: the caller takes the value from the return value instead.
     join.sink = HOLD
+    core.building = (sink, index)  # where abort() finds the real waiter meanwhile
     children: list[list[Any]] = []
     # Generators are started right here, each up to its first yield, as
     # long as every one before it stopped at an operation: their
@@ -335,9 +338,10 @@ def start_join(core: Any, struct: Any, sink: Any, index: int, ctx: contextvars.C
                 _queue_parked(core, parked)
             if children:
                 if len(children) > 1 and len({id(c[GEN]) for c in children}) < len(children):
-                    children = _drop_repeats(children, gen, woken)
+                    children = _drop_repeats(core, children, gen, woken)
                 woken.extend(children)
             join.sink, join.index = sink, index
+            core.building = None
             return join.result() if join.remaining == 0 else None
         item = items[i]
         c = item.__class__
@@ -348,23 +352,20 @@ def start_join(core: Any, struct: Any, sink: Any, index: int, ctx: contextvars.C
             if item.gi_suspended or item.gi_frame is None:
                 fill(join, i, reuse_error(gen, item, True), True, woken)
             elif not eager:
-                children.append([item, ctx.copy(), None, join, i, None, SEND, 0])
+                child = [item, ctx.copy(), None, join, i, None, SEND, 0]
+                live[id(child)] = child
+                children.append(child)
             else:
                 child = [item, ctx.copy(), None, join, i, None, SEND, 0]
+                live[id(child)] = child
                 try:
                     y = child[CTX].run(_send, item, None)
                 except StopIteration as stop:
+                    del live[id(child)]
                     fill(join, i, stop.value, False, woken)
                 except Exception as exc:
+                    del live[id(child)]
                     fill(join, i, exc, True, woken)
-                except BaseException:
-                    # KeyboardInterrupt and such: leave every started
-                    # generator where abort() will find and close it.
-                    core.running = child
-                    join.sink, join.index = sink, index
-                    _queue_parked(core, parked)
-                    woken.extend(children)
-                    raise
                 else:
                     yc = y.__class__
                     g = groups.get(yc)
@@ -450,12 +451,14 @@ def _queue_parked(core: Any, parked: list[tuple[Group, Any, list[Any]]]) -> None
     core.clock = clock
 
 
-def _drop_repeats(children: list[list[Any]], gen: Any, woken: list[Any]) -> list[list[Any]]:
+def _drop_repeats(core: Any, children: list[list[Any]], gen: Any,
+                  woken: list[Any]) -> list[list[Any]]:
     """The same fresh generator twice in one structure: only the first runs it."""
     seen: set[int] = set()
     kept = []
     for child in children:
         if id(child[GEN]) in seen:
+            del core.live[id(child)]
             fill(child[SINK], child[INDEX], reuse_error(gen, child[GEN], True), True, woken)
         else:
             seen.add(id(child[GEN]))
