@@ -100,6 +100,7 @@ from ._errors import (
     BatchError,
     async_in_sync_error,
     cycle_error,
+    fresh_failure,
     gen_batch_type_error,
     name_of,
     root_gen,
@@ -453,6 +454,9 @@ class Core:
             self._store_cached(d, d.results, markers)
         results = d.per_operation()
         d.results = []
+        if markers is not None and not d.whole:
+            # Cached failures are kept, never raised: each waiter gets a copy.
+            results = [fresh_failure(r) if isinstance(r, Exception) else r for r in results]
         deliver(d.group.targets, results, self.woken)
 
     def _store_cached(self, d: Dispatch, results: list[Any], markers: list[Any]) -> None:
@@ -468,11 +472,12 @@ class Core:
                     del data[key]  # a failed call is not cached
             elif data.get(key) is marker:
                 data[key] = value
+            cached = isinstance(value, Exception) and not (whole and id(value) in whole)
             if marker.followers:
                 followers = marker.followers
-                deliver(followers, [value] * len(followers), woken)
+                deliver(followers, [fresh_failure(value) if cached else value for _ in followers], woken)
             for other, target, _, _ in marker.close():
-                other.mailbox().post(ANSWER, target, value)
+                other.mailbox().post(ANSWER, target, fresh_failure(value) if cached else value)
 
     # -- the end -----------------------------------------------------------------
 

@@ -34,7 +34,7 @@ from typing import Any
 
 from ._core import Core, State
 from ._dispatch import Call
-from ._errors import timeout_error
+from ._errors import timeout_error, without_executor_frames
 from ._tasks import RootFailure
 
 __all__ = ["SyncDriver", "check_workers", "deadline_of", "drive", "drive_async", "remaining"]
@@ -177,7 +177,12 @@ def finish(core: Core, work: Any) -> None:
         raise
     if failure is not None:
         core.abort(failure)
-        raise failure
+        try:
+            raise without_executor_frames(failure)
+        finally:
+            # The traceback keeps this frame: without the name, it does not
+            # keep the exception too (a cycle only the GC would free).
+            del failure
     core.finish()
 
 
@@ -219,7 +224,10 @@ async def drive_async(core: Core, max_concurrency: int | None, timeout: float | 
         raise
     if failure is not None:
         core.abort(failure)
-        raise failure
+        try:
+            raise without_executor_frames(failure)
+        finally:
+            del failure  # see finish()
     core.finish()
 
 

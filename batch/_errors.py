@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import os
 import types
 from collections.abc import Awaitable
 from typing import Any
@@ -21,6 +23,8 @@ __all__ = [
     "count_error",
     "cycle_error",
     "describe_generator",
+    "fresh_failure",
+    "without_executor_frames",
     "gen_batch_type_error",
     "name_of",
     "not_sequence_error",
@@ -87,6 +91,61 @@ def describe_generator(gen: Any) -> str:
         line = frame.f_lineno if frame is not None else code.co_firstlineno
         return f"{name} ({code.co_filename}:{line})"
     return repr(gen)
+
+
+# -- stored failures ----------------------------------------------------------
+
+def fresh_failure(exc: BaseException) -> BaseException:
+    """A copy of a stored failure, to raise in one waiter; chained to the original.
+
+    A failure that is kept (a cached operation's, a memoized generator's) is
+    never raised itself: raising the same object again and again would grow
+    its ``__traceback__`` with every execution's frames (keeping them alive)
+    and pile up notes on it.  Each waiter gets a copy made with
+    :func:`copy.copy` (its arguments, attributes and notes) whose
+    ``__cause__`` is the original.  An exception that cannot be copied is
+    given as it is.
+    """
+    try:
+        clone = copy.copy(exc)
+    except Exception:
+        return exc
+    if type(clone) is not type(exc) or clone is exc:  # pragma: no cover  (exotic __reduce__)
+        return exc
+    clone.__traceback__ = None
+    clone.__cause__ = exc
+    return clone
+
+
+_EXECUTOR_FILES = frozenset(
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), name)
+    for name in ("_core.py", "_stepping.py", "_tasks.py", "_dispatch.py", "_drivers.py"))
+
+
+def without_executor_frames(exc: BaseException) -> BaseException:
+    """Drop the executor's own frames from ``exc``'s traceback (in place); return ``exc``.
+
+    What is left is the user's frames, in order.  Besides being what a user
+    wants to read, it matters for memory: a finished frame keeps its local
+    variables, and the executor's locals reach the whole execution (its
+    tasks, results and cache), so an exception that is raised out of
+    ``execute`` or kept in a cache must not hold them.
+    """
+    tb = exc.__traceback__
+    head = last = None
+    while tb is not None:
+        following = tb.tb_next
+        if tb.tb_frame.f_code.co_filename not in _EXECUTOR_FILES:
+            if last is None:
+                head = tb
+            else:
+                last.tb_next = tb
+            last = tb
+        tb = following
+    if last is not None:
+        last.tb_next = None
+    exc.__traceback__ = head
+    return exc
 
 
 # -- message builders --------------------------------------------------------

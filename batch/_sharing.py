@@ -8,7 +8,7 @@ import types
 from collections.abc import Callable, Generator, Hashable
 from typing import Any, Generic, TypeVar, overload
 
-from ._errors import BatchError, describe_generator
+from ._errors import BatchError, describe_generator, fresh_failure, without_executor_frames
 from ._operation import BatchableOperation, Settled
 
 __all__ = [
@@ -103,18 +103,25 @@ class SharedGenerator(Generic[R]):
         self._waiters = []
         self._abandoned = True
 
-    def resolve(self, value: Any, failed: bool) -> list[tuple[Any, int]]:
-        """Executor callback: the wrapped generator finished; returns its waiters to fill."""
+    def resolve(self, value: Any, failed: bool) -> list[tuple[Any, int, Any, bool]]:
+        """Executor callback: the wrapped generator finished; returns its waiters to fill.
+
+        A failure is kept without the executor's frames, and each waiter gets
+        a copy of it (see :func:`_errors.fresh_failure`), in this execution
+        as in later ones.
+        """
         owner = self._owner
         self._state = DONE
-        self._value = value
+        self._value = without_executor_frames(value) if failed else value
         self._failed = failed
         self._gen = None
         self._owner = None
         waiters, self._waiters = self._waiters, []
         if owner is not None:
             owner.shared_finished(self)
-        return waiters
+        if failed:
+            return [(sink, i, fresh_failure(value), True) for sink, i in waiters]
+        return [(sink, i, value, False) for sink, i in waiters]
 
     def __repr__(self) -> str:
         inner = describe_generator(self._gen) if self._gen is not None else "finished"

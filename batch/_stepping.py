@@ -27,6 +27,7 @@ from typing import Any
 from ._cache import MISSING, InFlight
 from ._errors import (
     BatchSettingError,
+    fresh_failure,
     reuse_error,
     self_wait_error,
     shared_elsewhere_error,
@@ -247,7 +248,9 @@ def enqueue(core: Any, op: Any, info: OpInfo, target: Any) -> tuple[Any, bool] |
                 entry = data.get((cls, op), MISSING)
             if entry is not MISSING and entry.__class__ is not InFlight:
                 core.cache_hits += 1
-                return entry, isinstance(entry, Exception)
+                if isinstance(entry, Exception):
+                    return fresh_failure(entry), True  # never the cached object itself
+                return entry, False
     keyed = group_key(op, info)
     if isinstance(keyed, BaseException):
         return keyed, True
@@ -266,7 +269,9 @@ def wait_shared(core: Any, shared: SharedGenerator[Any], sink: Any, index: int,
     """Wait on a shared generator, starting it if nobody has."""
     state = shared._state
     if state == DONE:
-        return shared._value, shared._failed
+        if shared._failed:
+            return fresh_failure(shared._value), True
+        return shared._value, False
     if state == RUNNING and shared._owner is not core:
         return shared_elsewhere_error(shared), True
     shared._waiters.append((sink, index))

@@ -14,9 +14,9 @@ A waiter (the ``sink`` of a task, or the target of an operation) is one of:
 - a :class:`Join` slot ``(join, index)``: a complete join passes its value on
   to its own waiter, and so on up;
 - an *end point*, an object with ``resolve(value, failed)``: a :class:`Root`
-  (the execution's result), a :class:`batch.SharedGenerator` (its waiters are
-  filled in turn), or a dispatch ``Call`` (a layered ``run_batch`` generator
-  finished).
+  (the execution's result), a :class:`batch.SharedGenerator` (it returns its
+  waiters as ``(sink, index, value, failed)`` to be filled in turn), or a
+  dispatch ``Call`` (a layered ``run_batch`` generator finished).
 """
 
 from __future__ import annotations
@@ -168,14 +168,16 @@ class Root:
         self.raise_at_once = raise_at_once
         self.on_done = on_done  # a driver's callback (a batcher resolves its caller's future)
 
-    def resolve(self, value: Any, failed: bool) -> Iterable[tuple[Any, int]]:
-        self.value = value
+    def resolve(self, value: Any, failed: bool) -> Iterable[tuple[Any, int, Any, bool]]:
         self.failed = failed
         self.done = True
+        if self.on_done is None and failed and self.raise_at_once:
+            # Not kept here: the caller's frame holds this root, and the
+            # exception's traceback holds that frame.
+            raise RootFailure(value)
+        self.value = value
         if self.on_done is not None:
             self.on_done(self)
-        elif failed and self.raise_at_once:
-            raise RootFailure(value)
         return ()
 
 
@@ -201,7 +203,7 @@ def fill(sink: Any, index: int, value: Any, failed: bool, woken: list[Any]) -> N
     point may name further waiters (a shared generator's), which are filled
     in turn from a work list, so no depth of nesting recurses.
     """
-    more: list[tuple[Any, int]] | None = None
+    more: list[tuple[Any, int, Any, bool]] | None = None
     while True:
         cls = sink.__class__
         if cls is Task:
@@ -222,10 +224,10 @@ def fill(sink: Any, index: int, value: Any, failed: bool, woken: list[Any]) -> N
             waiters = sink.resolve(value, failed)
             if waiters:
                 more = more or []
-                more.extend((s, i, value, failed) for s, i in waiters)  # type: ignore[misc]
+                more.extend(waiters)
         if not more:
             return
-        sink, index, value, failed = more.pop()  # type: ignore[misc]
+        sink, index, value, failed = more.pop()
 
 
 def deliver(targets: list[Any], results: list[Any], woken: list[Any]) -> None:
