@@ -131,7 +131,9 @@ def open_join(struct: Any, sink: Any, index: int, settled: bool,
             return None, {}, None
     else:
         keys = SINGLE if single else None
-        items = struct
+        # A snapshot: the generators of the structure start while it is being
+        # walked, and one of them may change the list it came in (issue 15).
+        items = struct if struct.__class__ is tuple else list(struct)
         if not items:
             return None, [], None
     join = Join()
