@@ -95,7 +95,7 @@ from typing import Any
 
 from . import _hooks
 from ._cache import InFlight, OperationCache
-from ._dispatch import Call, Dispatch, chunks, log_call, validate
+from ._dispatch import ENCLOSING, Call, Dispatch, chunks, log_call, validate
 from ._errors import (
     BatchError,
     async_in_sync_error,
@@ -180,6 +180,10 @@ class Core:
         self.thread = threading.get_ident()
         self.loop: Any = None
         self.closed = False
+        # The executions this one runs inside (a batch.execute called from one
+        # of their run_batch calls): they wait on this one, so it must never
+        # wait on them.
+        self.enclosing: tuple[Core, ...] = ENCLOSING.get()
 
     @property
     def cache(self) -> OperationCache:
@@ -265,10 +269,12 @@ class Core:
         """Whether this execution may wait for ``other``'s answer without deadlock.
 
         It may if ``other`` makes progress while this one waits: it is driven
-        from another thread, or both are tasks of one event loop.  A nested
-        ``execute`` inside one of ``other``'s generators may not.
+        from another thread, or both are tasks of one event loop.  An
+        execution nested in ``other`` - started by one of its generators, or
+        by one of its ``run_batch`` calls in any thread - may not: ``other``
+        waits for it.
         """
-        if other.closed:
+        if other.closed or other in self.enclosing:
             return False
         if self.loop is not None and other.loop is self.loop:
             return True
@@ -326,8 +332,11 @@ class Core:
             trace.cache_hits += self.cache_hits
             self.cache_hits = 0
         calls: list[Call] = []
+        # What this round's calls tell an execution started inside them (not
+        # kept on the core: a core in its own chain would be a reference cycle).
+        within = (*self.enclosing, self)
         for group in groups:
-            calls.extend(self._prepare(group, hook))
+            calls.extend(self._prepare(group, hook, within))
         if record is not None:
             self._round_calls[id(record)] = [record, len(calls)]
             for call in calls:
@@ -336,7 +345,7 @@ class Core:
                 self._round_done(record)
         return calls
 
-    def _prepare(self, group: Group, hook: Any) -> list[Call]:
+    def _prepare(self, group: Group, hook: Any, within: tuple[Core, ...]) -> list[Call]:
         """A group's dispatch and its calls (operations whose cost raised fail at once)."""
         d = Dispatch(group)
         self.dispatching[d] = None
@@ -368,9 +377,9 @@ class Core:
         d.pending = len(bounds) + len(failures)
         trace = self.trace
         if len(bounds) == 1 and not failures:
-            calls = [Call(d, 0, len(uniq), uniq, hook, trace)]
+            calls = [Call(d, 0, len(uniq), uniq, hook, trace, within)]
         else:
-            calls = [Call(d, a, b, uniq[a:b], hook, trace) for a, b in bounds]
+            calls = [Call(d, a, b, uniq[a:b], hook, trace, within) for a, b in bounds]
         d.calls = calls
         for k, cost_error in failures:
             # batch_cost() raised: that operation fails alone, at its yield.
@@ -379,6 +388,7 @@ class Core:
 
     def complete(self, call: Call, result: Any, exc: BaseException | None) -> None:
         """Take back the outcome of ``call.run()`` (see the protocol, step 4)."""
+        call.ctx = None  # it names this execution (see _dispatch.ENCLOSING): do not keep it
         if exc is not None and not isinstance(exc, Exception):
             raise exc  # KeyboardInterrupt and friends stop everything
         rec = call.record
@@ -492,6 +502,8 @@ class Core:
         self.ready.clear()
         self.woken.clear()
         self.groups.clear()
+        for d in self.dispatching:
+            d.calls = []  # break the Dispatch <-> Call cycle (see _deliver)
         self.dispatching.clear()
         problems = close_tasks(tasks)
         for shared in self.shared:

@@ -26,9 +26,16 @@ from ._grouping import DedupeOps, Group
 from ._operation import Batcher, OpInfo, is_sequence_result
 from ._trace import BatchRecord, Trace
 
-__all__ = ["Call", "Dispatch", "chunks", "display_key", "owner_name"]
+__all__ = ["ENCLOSING", "Call", "Dispatch", "chunks", "display_key", "owner_name"]
 
 log = logging.getLogger("batch")
+
+# The executions whose run_batch call is running, innermost last: set in the
+# context each call runs in, so an execution started inside it (a nested
+# ``batch.execute`` in run_batch, in whatever thread or task) knows which
+# executions wait on it, and never waits on them in turn.
+ENCLOSING: contextvars.ContextVar[tuple[Any, ...]] = contextvars.ContextVar(
+    "batch_enclosing", default=())
 
 
 class Dispatch:
@@ -66,10 +73,10 @@ class Call:
     """One ``run_batch`` call: the chunk ``[start:stop)`` of a dispatch."""
 
     __slots__ = ("dispatch", "start", "stop", "ops", "sent", "record", "t0", "t1", "hook", "trace",
-                 "round", "dispatch_done")
+                 "round", "dispatch_done", "within", "ctx")
 
     def __init__(self, dispatch: Dispatch, start: int, stop: int, ops: list[Any],
-                 hook: Any = None, trace: Trace | None = None) -> None:
+                 hook: Any = None, trace: Trace | None = None, within: tuple[Any, ...] = ()) -> None:
         self.dispatch = dispatch
         self.start = start
         self.stop = stop
@@ -84,6 +91,8 @@ class Call:
         # Set by the core when the result is a batch generator (a layered
         # batch): called with the generator's outcome.
         self.dispatch_done: Callable[[Call, Any, BaseException | None], None] | None = None
+        self.within = within  # the sending execution and those it runs inside (see ENCLOSING)
+        self.ctx: contextvars.Context | None = None  # the context run_batch ran in
 
     @property
     def info(self) -> OpInfo:
@@ -117,14 +126,16 @@ class Call:
         # run_batch gets a list of its own: one that sorts or changes it in
         # place cannot corrupt the executor's bookkeeping (see ``validate``).
         ops = self.sent = list(self.ops)
+        ctx = self.ctx = contextvars.copy_context()
+        ctx.run(ENCLOSING.set, self.within)
         self.t0 = time.perf_counter()
         try:
             fn = owner.gen_batch if isinstance(owner, Batcher) else owner.run_batch
             hook = self.hook
             if hook is None:
-                result = contextvars.copy_context().run(fn, ops)
+                result = ctx.run(fn, ops)
             else:
-                result = contextvars.copy_context().run(hook, group.info.cls, ops, fn)
+                result = ctx.run(hook, group.info.cls, ops, fn)
         except BaseException as exc:
             self.t1 = time.perf_counter()
             return None, exc

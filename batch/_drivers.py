@@ -29,7 +29,7 @@ import functools
 import inspect
 import threading
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Coroutine
 from typing import Any
 
 from ._core import Core, State
@@ -280,23 +280,25 @@ class _AsyncCalls:
     async def run(self, calls: list[Call]) -> list[tuple[Any, BaseException | None]]:
         """Run the calls; synchronous ones inline, in order, the rest as tasks."""
         outcomes: list[Any] = [None] * len(calls)
-        waits: list[tuple[int, Awaitable[Any]]] = []
+        waits: list[tuple[int, Coroutine[Any, Any, Any], contextvars.Context | None]] = []
         for i, call in enumerate(calls):
             if call.blocking or self.semaphore is not None:
-                waits.append((i, self._one(call)))
+                waits.append((i, self._one(call), None))
                 continue
             result, exc = call.run()
             if exc is None and inspect.isawaitable(result):
                 # An async run_batch: a task of its own, in its own copy of the
                 # context (as a sync run_batch runs in one), so calls overlap.
-                waits.append((i, self._await(call, result)))
+                waits.append((i, self._await(call, result), call.ctx))
             else:
                 outcomes[i] = (result, exc)
         if waits:
-            self.tasks = [asyncio.ensure_future(w) for _, w in waits]
+            # An awaited run_batch runs in the context its call made (it says
+            # which executions wait on it: see _dispatch.ENCLOSING).
+            self.tasks = [self.loop.create_task(w, context=ctx) for _, w, ctx in waits]
             done = await asyncio.gather(*self.tasks)
             self.tasks = []
-            for (i, _), outcome in zip(waits, done):
+            for (i, _, _), outcome in zip(waits, done):
                 outcomes[i] = outcome
         else:
             # Only synchronous calls: still give the loop a turn every round,
@@ -327,7 +329,9 @@ class _AsyncCalls:
                 return outcome
             result, exc = call.run()
             if exc is None and inspect.isawaitable(result):
-                return await self._await(call, result)
+                awaited: tuple[Any, BaseException | None] = await self.loop.create_task(
+                    self._await(call, result), context=call.ctx)
+                return awaited
             return result, exc
         finally:
             if semaphore is not None:

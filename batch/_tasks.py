@@ -126,7 +126,7 @@ def open_join(struct: Any, sink: Any, index: int, settled: bool,
     """A new join for ``struct``: (join, items, keys), or (None, the empty value, None)."""
     if isinstance(struct, dict):
         keys: Any = list(struct)
-        items = list(struct.values())
+        items: Any = list(struct.values())
         if not items:
             return None, {}, None
     else:
