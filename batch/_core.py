@@ -109,7 +109,7 @@ from ._errors import (
     root_type_error,
 )
 from ._grouping import DedupeOps, Group
-from ._mailbox import ANSWER, RETRY, Mailbox
+from ._mailbox import ANSWER, RETRY, SHARED, Mailbox
 from ._operation import BatchableOperation, Batcher, OpInfo, Settled
 from ._sharing import RUNNING, SharedGenerator
 from ._stepping import enqueue, step
@@ -254,6 +254,8 @@ class Core:
         for kind, target, value, info in self._mailbox.take():
             if kind == ANSWER:
                 deliver([target], [value], woken)
+            elif kind == SHARED:
+                fill(target[0], target[1], value, info, woken)
             else:  # RETRY: its sender ended without an answer: send it ourselves
                 outcome = enqueue(self, value, info, target)
                 if outcome is not None:

@@ -336,10 +336,12 @@ def count_error(owner: str, got: int, expected: int) -> BatchResultError:
 
 
 def shared_elsewhere_error(shared: Any) -> BatchError:
-    """A shared generator is running in another execution."""
+    """A shared generator runs in an execution that the waiting one is nested in."""
     return BatchError(
-        f"{shared!r} is already running in another execution; a SharedGenerator "
-        f"(or a cached_generator result) can be run by one execution at a time"
+        f"{shared!r} is running in an execution that this one is nested in (a "
+        f"batch.execute called from its generators or run_batch), and that execution "
+        f"waits for this one, so this one cannot wait for it; yield it from the outer "
+        f"execution's generators instead of a nested batch.execute"
     )
 
 

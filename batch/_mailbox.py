@@ -1,4 +1,4 @@
-"""Waiting on another execution's in-flight operation: the only cross-thread part.
+"""Waiting on another execution's in-flight operation or shared generator: the only cross-thread part.
 
 Executions that share an :class:`batch.OperationCache` (threads serving one
 web request, tasks of one event loop) never send the same cached operation
@@ -23,6 +23,9 @@ __all__ = ["Mailbox"]
 # Message kinds.
 ANSWER = "answer"  # the sender's result for our waiter
 RETRY = "retry"  # the sender gave up (failed, cancelled): send the operation ourselves
+# A shared generator another execution ran has finished: target is (sink,
+# index), info is the ``failed`` flag.
+SHARED = "shared"
 
 
 class Mailbox:

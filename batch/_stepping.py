@@ -36,7 +36,7 @@ from ._errors import (
 )
 from ._grouping import Group, group_key, op_info
 from ._operation import BatchableOperation, GenResult, OpInfo, Settled
-from ._sharing import DONE, NEW, RUNNING, SharedGenerator
+from ._sharing import SharedGenerator
 from ._tasks import (
     CTX,
     GEN,
@@ -267,17 +267,15 @@ def enqueue(core: Any, op: Any, info: OpInfo, target: Any) -> tuple[Any, bool] |
 def wait_shared(core: Any, shared: SharedGenerator[Any], sink: Any, index: int,
                 ctx: contextvars.Context) -> tuple[Any, bool] | None:
     """Wait on a shared generator, starting it if nobody has."""
-    state = shared._state
-    if state == DONE:
+    what, detail = shared._join(core, sink, index)
+    if what == "done":
         if shared._failed:
             return fresh_failure(shared._value), True
         return shared._value, False
-    if state == RUNNING and shared._owner is not core:
+    if what == "nested":
         return shared_elsewhere_error(shared), True
-    shared._waiters.append((sink, index))
-    if state == NEW:
-        gen = shared._start(core)
-        task = [gen, ctx.copy(), None, shared, 0, None, SEND, 0]
+    if what == "start":
+        task = [detail, ctx.copy(), None, shared, 0, None, SEND, 0]
         core.live[id(task)] = task
         core.woken.append(task)
         core.shared[shared] = None

@@ -570,7 +570,6 @@ def test_a_yielded_list_changed_by_a_starting_child_gives_what_was_yielded(chang
 
 # -- 12. memoized generators across threads wait like cached operations --------------------------
 
-@pytest.mark.xfail(strict=True, reason="issue 15 item 12")
 def test_a_cached_generator_called_from_three_threads_runs_once_and_all_get_it() -> None:
     runs: list[int] = []
     barrier = threading.Barrier(3, timeout=5)
@@ -594,6 +593,40 @@ def test_a_cached_generator_called_from_three_threads_runs_once_and_all_get_it()
     assert not any(th.is_alive() for th in threads), "hung"
     assert results == [10, 10, 10]
     assert runs == [1]
+
+
+def test_a_waiter_in_another_thread_gets_the_failure_of_the_execution_running_it() -> None:
+    inside, release = threading.Event(), threading.Event()
+
+    class Blocks(Key):
+        @classmethod
+        def run_batch(cls, operations: list[Any]) -> list[Any]:
+            inside.set()
+            assert release.wait(5)
+            return [op.key for op in operations]
+
+    def gen_two_rounds() -> Gen:
+        yield Blocks(1)
+        yield Blocks(2)
+        return "shared result"
+
+    def gen_fails() -> Gen:
+        yield Blocks(0)
+        raise RuntimeError("boom")
+
+    shared = batch.SharedGenerator(gen_two_rounds())
+    owner = threading.Thread(target=lambda: _safe(lambda: batch.execute_many([shared.gen(), gen_fails()])),
+                             daemon=True)
+    owner.start()
+    try:
+        assert inside.wait(5)
+        threading.Timer(0.2, release.set).start()
+        got = in_thread(lambda: _safe(lambda: batch.execute(shared.gen(), timeout=5)), 10)
+    finally:
+        release.set()
+        owner.join(5)
+    assert isinstance(got, batch.BatchError)
+    assert str(got).endswith("was closed unfinished because its execution ended with RuntimeError: boom")
 
 
 def _safe(fn: Callable[[], Any]) -> Any:
