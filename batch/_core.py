@@ -95,7 +95,7 @@ from typing import Any
 
 from . import _hooks
 from ._cache import InFlight, OperationCache
-from ._dispatch import ENCLOSING, Call, Dispatch, chunks, log_call, validate
+from ._dispatch import ENCLOSING, Call, Dispatch, chunks, log_call, owner_name, validate
 from ._errors import (
     BatchError,
     async_in_sync_error,
@@ -172,6 +172,7 @@ class Core:
         self.infos: dict[type, OpInfo] = {}
         # Dispatches taken and not yet answered, in take order.
         self.dispatching: dict[Dispatch, None] = {}
+        self.calls_out = 0  # calls taken and not yet given back with complete()
         self._round_calls: dict[int, list[Any]] = {}  # id(record) -> [record, calls left]
         self.shared: dict[SharedGenerator[Any], None] = {}  # started by this execution
         self._mailbox: Mailbox | None = None
@@ -242,8 +243,15 @@ class Core:
                 if self._mailbox.inbox:
                     continue
                 return State.WAIT
-            if self.dispatching:
+            if self.calls_out:
                 return State.CALLS
+            if self.dispatching:
+                # Every call answered, yet batches are pending: layered
+                # run_batch generators wait on each other (through shared
+                # generators, or through cached operations).
+                if not self._break_cycle():
+                    self._break_batch_cycle()
+                continue
             if not self._break_cycle():
                 return State.DONE
 
@@ -281,6 +289,28 @@ class Core:
         if self.loop is not None and other.loop is self.loop:
             return True
         return other.thread != self.thread
+
+    def _break_batch_cycle(self) -> None:
+        """Layered ``run_batch`` generators wait, through cached operations, on each other.
+
+        Nothing can run and no call is out, so each pending batch waits on an
+        operation that one of these batches is computing: those waits are
+        the cycle.  They get a ``CycleError`` naming the batches, which then
+        fail like any other batch whose generator raised.
+        """
+        pending = list(self.dispatching)
+        exc = cycle_error([owner_name(d.group) for d in pending])
+        woken = self.woken
+        broken = False
+        for d in pending:
+            for marker in d.markers or ():
+                followers, marker.followers = marker.followers, []
+                if followers:
+                    deliver(followers, [exc] * len(followers), woken)
+                    broken = True
+        if not broken:
+            raise BatchError(  # pragma: no cover  (the executor lost track of a generator)
+                "batch internal error: batches wait, but on nothing")
 
     def _break_cycle(self) -> bool:
         """Nothing can run, yet shared generators wait: on each other.  False if none wait."""
@@ -339,6 +369,7 @@ class Core:
         within = (*self.enclosing, self)
         for group in groups:
             calls.extend(self._prepare(group, hook, within))
+        self.calls_out += len(calls)
         if record is not None:
             self._round_calls[id(record)] = [record, len(calls)]
             for call in calls:
@@ -391,6 +422,7 @@ class Core:
     def complete(self, call: Call, result: Any, exc: BaseException | None) -> None:
         """Take back the outcome of ``call.run()`` (see the protocol, step 4)."""
         call.ctx = None  # it names this execution (see _dispatch.ENCLOSING): do not keep it
+        self.calls_out -= 1
         if exc is not None and not isinstance(exc, Exception):
             raise exc  # KeyboardInterrupt and friends stop everything
         rec = call.record

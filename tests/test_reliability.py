@@ -517,29 +517,48 @@ class CycY(Key):
         return (yield [CycX(op.key) for op in operations])
 
 
-@pytest.mark.xfail(strict=True, reason="issue 15 item 8")
 def test_a_cycle_between_layered_run_batch_generators_is_a_cycle_error() -> None:
     with pytest.raises(batch.CycleError, match=r"CycX\.run_batch.*CycY\.run_batch"):
         in_thread(lambda: batch.execute(CycX(1), timeout=5), 10)
 
 
+CYCLE_BARRIER = threading.Barrier(2, timeout=5)
+
+
+class TwoX(Key):
+    cache_results = True
+
+    @classmethod
+    def run_batch(cls, operations: list[Any]) -> Gen:
+        CYCLE_BARRIER.wait()      # both executions have their batch in flight now
+        return (yield [TwoY(op.key) for op in operations])
+
+
+class TwoY(Key):
+    cache_results = True
+
+    @classmethod
+    def run_batch(cls, operations: list[Any]) -> Gen:
+        CYCLE_BARRIER.wait()
+        return (yield [TwoX(op.key) for op in operations])
+
+
 @pytest.mark.xfail(strict=True, reason="issue 15 item 8")
 def test_a_cycle_across_two_threads_sharing_a_cache_does_not_hang() -> None:
+    CYCLE_BARRIER.reset()
     cache = batch.OperationCache()
-    barrier = threading.Barrier(2, timeout=5)
-
-    def one(k: int) -> Any:
-        barrier.wait()
-        return raised_by(lambda: batch.execute(CycX(0) if k else CycY(0), cache=cache, timeout=2))
-
     errors: list[BaseException] = []
-    threads = [threading.Thread(target=lambda k=k: errors.append(one(k)), daemon=True) for k in (0, 1)]
+    threads = [threading.Thread(target=lambda root=root: errors.append(
+        raised_by(lambda: batch.execute(root, cache=cache, timeout=3))), daemon=True)
+        for root in (TwoX(0), TwoY(0))]
+    started = time.monotonic()
     for th in threads:
         th.start()
     for th in threads:
         th.join(10)
     assert not any(th.is_alive() for th in threads), "hung"
     assert [type(e) for e in errors] == [batch.CycleError, batch.CycleError], errors
+    assert time.monotonic() - started < 2.5
 
 
 # -- 9. a structure changed while its children start -------------------------------------------
