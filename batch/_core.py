@@ -100,6 +100,7 @@ from ._errors import (
     BatchError,
     async_in_sync_error,
     cycle_error,
+    execution_cycle_error,
     fresh_failure,
     gen_batch_type_error,
     name_of,
@@ -121,6 +122,11 @@ __all__ = ["Core", "State"]
 
 log = logging.getLogger("batch")
 GeneratorType = types.GeneratorType
+
+# Executions whose driver waits for mail now (see Core.blocked); the lock
+# makes "is it waiting, and on whom" one consistent picture across threads.
+_waits_lock = threading.Lock()
+_waiting_cores: dict[Any, None] = {}
 
 
 class State(enum.Enum):
@@ -268,6 +274,64 @@ class Core:
                 outcome = enqueue(self, value, info, target)
                 if outcome is not None:
                     deliver([target], [outcome[0]], woken)
+
+    def blocked(self) -> bool:
+        """The driver is about to wait for mail: True if that would wait forever.
+
+        Executions sharing a cache wait on each other's in-flight operations
+        and shared generators.  If every execution this one waits on - and
+        every one they wait on, and so on - is itself waiting for mail with
+        nothing arrived, none of them can ever answer (a layered run_batch in
+        one waits on a batch of another, which waits on the first): then this
+        one's waits are withdrawn and fail with a ``CycleError``, and the
+        driver steps again instead of waiting.  Otherwise this execution is
+        marked as waiting (until :meth:`unblocked`) and False is returned.
+        """
+        mailbox = self.mailbox()
+        with _waits_lock:
+            if mailbox.inbox:
+                return False
+            ring = self._waits_forever()
+            if ring is None:
+                _waiting_cores[self] = None
+                return False
+        exc = execution_cycle_error(len(ring))
+        waiting = list(mailbox.waiting.values())
+        mailbox.waiting.clear()
+        for target, _, kind in waiting:
+            if kind == SHARED:
+                fill(target[0], target[1], exc, True, self.woken)
+            else:
+                deliver([target], [exc], self.woken)
+        return True
+
+    def unblocked(self) -> None:
+        """The driver stopped waiting for mail (see :meth:`blocked`)."""
+        with _waits_lock:
+            _waiting_cores.pop(self, None)
+
+    def _waits_forever(self) -> list[Core] | None:
+        """The executions that, with this one, only wait on each other; None if any can go on.
+
+        Under ``_waits_lock``.  Any execution reached that is running, has
+        mail, or has ended may still answer, so nothing is decided then.
+        """
+        seen: dict[Core, None] = {self: None}
+        stack: list[Core] = [self]
+        while stack:
+            core = stack.pop()
+            box = core._mailbox
+            if box is None:  # pragma: no cover  (a core waited on always has one)
+                return None
+            for _, owner, _ in list(box.waiting.values()):
+                if owner in seen:
+                    continue
+                obox = owner._mailbox
+                if owner.closed or owner not in _waiting_cores or obox is None or obox.inbox:
+                    return None
+                seen[owner] = None
+                stack.append(owner)
+        return list(seen) if len(seen) > 1 else None
 
     def mailbox(self) -> Mailbox:
         """The execution's mailbox (made on first use)."""
@@ -517,11 +581,14 @@ class Core:
             elif data.get(key) is marker:
                 data[key] = value
             cached = isinstance(value, Exception) and not (whole and id(value) in whole)
+            # (followers are this execution's own waiters: a whole-call failure is theirs as is)
             if marker.followers:
                 followers = marker.followers
                 deliver(followers, [fresh_failure(value) if cached else value for _ in followers], woken)
             for other, target, _, _ in marker.close():
-                other.mailbox().post(ANSWER, target, fresh_failure(value) if cached else value)
+                # Another thread raises it: never the object this one raises.
+                shared = isinstance(value, Exception)
+                other.mailbox().post(ANSWER, target, fresh_failure(value) if shared else value)
 
     # -- the end -----------------------------------------------------------------
 

@@ -151,12 +151,18 @@ class SyncDriver:
             self._mail = threading.Event()
             mailbox.notify = self._mail.set
         event = self._mail
+        core = self.core
         while not mailbox.inbox:
             event.clear()
             if mailbox.inbox:
                 break
-            if not event.wait(self.remaining()):
-                self.check_deadline()
+            if core.blocked():
+                return  # it would wait forever: its waits failed instead; step again
+            try:
+                if not event.wait(self.remaining()):
+                    self.check_deadline()
+            finally:
+                core.unblocked()
 
     def close(self) -> None:
         """Let go of the thread pool, if one was started."""
@@ -254,8 +260,14 @@ async def _rounds(core: Core, runner: _AsyncCalls, deadline: float | None,
                 mailbox.notify = functools.partial(_call_soon, asyncio.get_running_loop(), mail.set)
             while not mailbox.inbox:
                 mail.clear()
-                if not mailbox.inbox:
+                if mailbox.inbox:
+                    break
+                if core.blocked():
+                    break  # it would wait forever: its waits failed instead; step again
+                try:
                     await mail.wait()
+                finally:
+                    core.unblocked()
         elif state is State.DONE:
             return
         else:  # pragma: no cover  (every call is completed before the next step)

@@ -22,6 +22,7 @@ __all__ = [
     "cost_error",
     "count_error",
     "cycle_error",
+    "execution_cycle_error",
     "describe_generator",
     "fresh_failure",
     "without_executor_frames",
@@ -196,6 +197,15 @@ def cycle_error(names: list[str]) -> CycleError:
     path = " -> ".join([*names, names[0]])
     return CycleError(f"generators wait on each other in a cycle: {path}; a generator cannot "
                       f"wait, directly or through others, on its own result")
+
+
+def execution_cycle_error(count: int) -> CycleError:
+    """Executions sharing a cache wait on each other's operations or shared generators in a ring."""
+    return CycleError(
+        f"{count} executions sharing a cache wait on each other in a cycle: each waits for a "
+        f"cached operation or shared generator that another one is computing, and that one "
+        f"waits in turn; a generator cannot wait, directly or through others, on its own result"
+    )
 
 
 def yield_error(gen: Any, value: Any, where: str = "") -> YieldTypeError:

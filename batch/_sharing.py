@@ -76,10 +76,10 @@ class SharedGenerator(Generic[R]):
         self._owner: Any = None  # the Core running it
         self._waiters: list[tuple[Any, int]] = []
         self._abandoned = False
-        # Waiters of other executions while it runs: (core, sink, index); they
+        # Waiters of other executions while it runs: (core, (sink, index)); they
         # are answered through their core's mailbox.  Other threads touch the
         # state and this list: under ``_lock``.
-        self._foreign: list[tuple[Any, Any, int]] = []
+        self._foreign: list[tuple[Any, tuple[Any, int]]] = []
         self._lock = threading.Lock()
 
     def gen(self) -> Generator[Any, Any, R]:
@@ -118,8 +118,9 @@ class SharedGenerator(Generic[R]):
                 return "wait", None
             if not core.may_wait_on(owner):
                 return "nested", owner
-            self._foreign.append((core, sink, index))
-            core.mailbox().expect((sink, index))
+            waiter = (sink, index)
+            self._foreign.append((core, waiter))
+            core.mailbox().expect(waiter, owner, SHARED)
             return "wait", None
 
     def _abandon(self, exc: BaseException) -> None:
@@ -137,8 +138,8 @@ class SharedGenerator(Generic[R]):
             self._waiters = []
             self._abandoned = True
             foreign, self._foreign = self._foreign, []
-        for core, sink, index in foreign:
-            core.mailbox().post(SHARED, (sink, index), fresh_failure(error), True)
+        for core, waiter in foreign:
+            core.mailbox().post(SHARED, waiter, fresh_failure(error), True)
 
     def resolve(self, value: Any, failed: bool) -> list[tuple[Any, int, Any, bool]]:
         """Executor callback: the wrapped generator finished; returns its waiters to fill.
@@ -160,8 +161,8 @@ class SharedGenerator(Generic[R]):
             foreign, self._foreign = self._foreign, []
         if owner is not None:
             owner.shared_finished(self)
-        for core, sink, index in foreign:  # other executions: through their mailbox
-            core.mailbox().post(SHARED, (sink, index), fresh_failure(value) if failed else value, failed)
+        for core, waiter in foreign:  # other executions: through their mailbox
+            core.mailbox().post(SHARED, waiter, fresh_failure(value) if failed else value, failed)
         if failed:
             return [(sink, i, fresh_failure(value), True) for sink, i in waiters]
         return [(sink, i, value, False) for sink, i in waiters]

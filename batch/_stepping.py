@@ -242,7 +242,7 @@ def enqueue(core: Any, op: Any, info: OpInfo, target: Any) -> tuple[Any, bool] |
                     entry.followers.append(target)
                     return None
                 if core.may_wait_on(entry.owner) and entry.wait(core, target, op, info):
-                    core.mailbox().expect(target)
+                    core.mailbox().expect(target, entry.owner)
                     return None
                 # Answered (or dropped) meanwhile: look again.
                 entry = data.get((cls, op), MISSING)

@@ -543,7 +543,6 @@ class TwoY(Key):
         return (yield [TwoX(op.key) for op in operations])
 
 
-@pytest.mark.xfail(strict=True, reason="issue 15 item 8")
 def test_a_cycle_across_two_threads_sharing_a_cache_does_not_hang() -> None:
     CYCLE_BARRIER.reset()
     cache = batch.OperationCache()
