@@ -36,7 +36,9 @@ The protocol a driver follows
         elif state is State.CALLS:
             ...                             # wait for calls taken earlier, complete() them
         elif state is State.WAIT:
-            ...                             # wait for core.mailbox().notify, then step
+            if not core.blocked():          # False: waiting can end; True: step again
+                ...                         # wait for core.mailbox().notify
+                core.unblocked()
     core.finish()                           # or core.abort(exc) on any failure
 
 1. ``step()`` runs user code (generators, ``batch_key``, ``__hash__``) in
@@ -47,12 +49,16 @@ The protocol a driver follows
    - ``CALLS``: nothing is queued, but calls taken earlier have not all been
      completed: complete them (or wait for them), then step again;
    - ``WAIT``: only answers from other executions sharing the cache are due
-     (``_mailbox``): set ``core.mailbox().notify`` before waiting; step
-     again once it fires;
+     (``_mailbox``): set ``core.mailbox().notify``, then call
+     ``core.blocked()``: if it returns True, waiting would never end (the
+     executions wait on each other in a ring) and the core failed its waits
+     with ``CycleError`` instead: step again.  Otherwise wait until notify
+     fires, call ``core.unblocked()``, and step again;
    - ``DONE``: nothing is live.
 
    An exception other than ``Exception`` (KeyboardInterrupt) propagates out
-   of ``step()``: the driver must then ``abort(exc)``.  When a root that
+   of ``step()``: the driver must then ``abort(exc)``, which closes every
+   live generator whatever state the core was in when it stopped.  When a root that
    raises at once fails, ``step()`` raises :class:`~._tasks.RootFailure`.
 2. ``take(keys=None)`` closes the step phase: every queued group (or only
    the groups whose keys are given: a batcher may hold some back for more
@@ -62,8 +68,11 @@ The protocol a driver follows
    the groups not taken yet.
 3. ``call.run()`` calls ``run_batch`` and returns ``(result, exception)``;
    it never raises and touches nothing of the core, so it may run in any
-   thread, and several at once.  An async driver awaits an awaitable result
-   before completing it.
+   thread, and several at once.  ``run_batch`` gets a list of its own and
+   runs in a context (``call.ctx``) that names this execution, so an
+   execution started inside it never waits on this one.  An async driver
+   awaits an awaitable result in that context (``loop.create_task(...,
+   context=call.ctx)``) before completing it.
 4. ``complete(call, result, exc)`` takes an outcome back, in the driver's
    thread, in any order.  Results are given to waiters once every call of
    a group's dispatch has completed; they run at the next ``step()``, in
