@@ -28,6 +28,9 @@ from ._sharing import cached_generator as cached_generator
 from ._sharing import gen_identity as gen_identity
 from ._sharing import gen_structured as gen_structured
 from ._trace import Trace as Trace
+from ._typed import Gen as Gen
+from ._typed import gather as gather
+from ._typed import gather_list as gather_list
 
 __version__ = "0.1.0"
 
@@ -51,6 +54,7 @@ __all__ = [
     "BatchableOperation",
     "Batcher",
     "CycleError",
+    "Gen",
     "GenResult",
     "GenUtils",
     "GeneratorCache",
@@ -65,6 +69,8 @@ __all__ = [
     "execute_iter",
     "execute_many",
     "execute_many_async",
+    "gather",
+    "gather_list",
     "gen_identity",
     "gen_structured",
     "settled",

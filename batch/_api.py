@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Awaitable, Generator, Iterable, Iterator
-from typing import Any, TypeVar, overload
+from collections.abc import Awaitable, Generator, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Literal, TypeVar, overload
 
 from ._cache import OperationCache
 from ._core import Core
 from ._drivers import SyncDriver, check_workers, drive, drive_async
 from ._operation import BatchableOperation
+from ._sharing import SharedGenerator
 from ._tasks import Root
 from ._trace import Trace
+from ._typed import Batchable, Structure
 
 __all__ = [
     "execute",
@@ -24,6 +26,7 @@ __all__ = [
 
 T = TypeVar("T")
 R = TypeVar("R")
+K = TypeVar("K")
 
 
 @overload
@@ -35,7 +38,19 @@ def execute(x: BatchableOperation[T], *, cache: OperationCache | None = ...,
             trace: Trace | None = ..., max_workers: int | None = ...,
             timeout: float | None = ...) -> T: ...
 @overload
-def execute(x: Any, *, cache: OperationCache | None = ..., trace: Trace | None = ...,
+def execute(x: Sequence[Batchable[T]], *,
+            cache: OperationCache | None = ..., trace: Trace | None = ...,
+            max_workers: int | None = ..., timeout: float | None = ...) -> list[T]: ...
+@overload
+def execute(x: Mapping[K, Batchable[T]], *, cache: OperationCache | None = ...,
+            trace: Trace | None = ..., max_workers: int | None = ...,
+            timeout: float | None = ...) -> dict[K, T]: ...
+@overload
+def execute(x: SharedGenerator[R], *, cache: OperationCache | None = ...,
+            trace: Trace | None = ..., max_workers: int | None = ...,
+            timeout: float | None = ...) -> R: ...
+@overload
+def execute(x: Structure, *, cache: OperationCache | None = ..., trace: Trace | None = ...,
             max_workers: int | None = ..., timeout: float | None = ...) -> Any: ...
 
 
@@ -60,11 +75,27 @@ def execute(x: Any, *, cache: OperationCache | None = None, trace: Trace | None 
     >>> batch.execute(gen_sum(1, 2))
     3
     """
-    check_workers(max_workers)
+    if max_workers is not None:
+        check_workers(max_workers)
     core = Core(cache=cache, trace=trace)
     root = core.add_root(x)
     drive(core, max_workers, timeout)
     return root.value
+
+
+@overload
+def execute_many(xs: Iterable[Batchable[T]], *, return_exceptions: Literal[False] = ...,
+                 cache: OperationCache | None = ..., trace: Trace | None = ...,
+                 max_workers: int | None = ..., timeout: float | None = ...) -> list[T]: ...
+@overload
+def execute_many(xs: Iterable[Batchable[T]], *, return_exceptions: bool,
+                 cache: OperationCache | None = ..., trace: Trace | None = ...,
+                 max_workers: int | None = ...,
+                 timeout: float | None = ...) -> list[T | BaseException]: ...
+@overload
+def execute_many(xs: Iterable[Structure], *, return_exceptions: bool = ...,
+                 cache: OperationCache | None = ..., trace: Trace | None = ...,
+                 max_workers: int | None = ..., timeout: float | None = ...) -> list[Any]: ...
 
 
 def execute_many(xs: Iterable[Any], *, return_exceptions: bool = False,
@@ -81,6 +112,22 @@ def execute_many(xs: Iterable[Any], *, return_exceptions: bool = False,
     roots = [core.add_root(x, not return_exceptions) for x in xs]
     drive(core, max_workers, timeout)
     return [r.value for r in roots]
+
+
+@overload
+def execute_iter(xs: Iterable[Batchable[T]], *, window: int = ...,
+                 return_exceptions: Literal[False] = ..., cache: OperationCache | None = ...,
+                 trace: Trace | None = ..., max_workers: int | None = ...,
+                 timeout: float | None = ...) -> Iterator[T]: ...
+@overload
+def execute_iter(xs: Iterable[Batchable[T]], *, window: int = ..., return_exceptions: bool,
+                 cache: OperationCache | None = ..., trace: Trace | None = ...,
+                 max_workers: int | None = ...,
+                 timeout: float | None = ...) -> Iterator[T | BaseException]: ...
+@overload
+def execute_iter(xs: Iterable[Structure], *, window: int = ..., return_exceptions: bool = ...,
+                 cache: OperationCache | None = ..., trace: Trace | None = ...,
+                 max_workers: int | None = ..., timeout: float | None = ...) -> Iterator[Any]: ...
 
 
 def execute_iter(xs: Iterable[Any], *, window: int = 1024, return_exceptions: bool = False,
@@ -165,6 +212,33 @@ def _iterate(run: Core, driver: SyncDriver, it: Iterator[Any], window: int,
 # -- asyncio -------------------------------------------------------------------
 
 
+@overload
+async def execute_async(x: Generator[Any, Any, R], *, cache: OperationCache | None = ...,
+                        trace: Trace | None = ..., max_concurrency: int | None = ...,
+                        timeout: float | None = ...) -> R: ...
+@overload
+async def execute_async(x: BatchableOperation[T], *, cache: OperationCache | None = ...,
+                        trace: Trace | None = ..., max_concurrency: int | None = ...,
+                        timeout: float | None = ...) -> T: ...
+@overload
+async def execute_async(x: Sequence[Batchable[T]], *,
+                        cache: OperationCache | None = ..., trace: Trace | None = ...,
+                        max_concurrency: int | None = ...,
+                        timeout: float | None = ...) -> list[T]: ...
+@overload
+async def execute_async(x: Mapping[K, Batchable[T]], *, cache: OperationCache | None = ...,
+                        trace: Trace | None = ..., max_concurrency: int | None = ...,
+                        timeout: float | None = ...) -> dict[K, T]: ...
+@overload
+async def execute_async(x: SharedGenerator[R], *, cache: OperationCache | None = ...,
+                        trace: Trace | None = ..., max_concurrency: int | None = ...,
+                        timeout: float | None = ...) -> R: ...
+@overload
+async def execute_async(x: Structure, *, cache: OperationCache | None = ...,
+                        trace: Trace | None = ..., max_concurrency: int | None = ...,
+                        timeout: float | None = ...) -> Any: ...
+
+
 async def execute_async(x: Any, *, cache: OperationCache | None = None,
                         trace: Trace | None = None, max_concurrency: int | None = None,
                         timeout: float | None = None) -> Any:
@@ -183,6 +257,24 @@ async def execute_async(x: Any, *, cache: OperationCache | None = None,
     return root.value
 
 
+@overload
+async def execute_many_async(xs: Iterable[Batchable[T]], *,
+                             return_exceptions: Literal[False] = ...,
+                             cache: OperationCache | None = ..., trace: Trace | None = ...,
+                             max_concurrency: int | None = ...,
+                             timeout: float | None = ...) -> list[T]: ...
+@overload
+async def execute_many_async(xs: Iterable[Batchable[T]], *, return_exceptions: bool,
+                             cache: OperationCache | None = ..., trace: Trace | None = ...,
+                             max_concurrency: int | None = ...,
+                             timeout: float | None = ...) -> list[T | BaseException]: ...
+@overload
+async def execute_many_async(xs: Iterable[Structure], *, return_exceptions: bool = ...,
+                             cache: OperationCache | None = ..., trace: Trace | None = ...,
+                             max_concurrency: int | None = ...,
+                             timeout: float | None = ...) -> list[Any]: ...
+
+
 async def execute_many_async(xs: Iterable[Any], *, return_exceptions: bool = False,
                              cache: OperationCache | None = None, trace: Trace | None = None,
                              max_concurrency: int | None = None,
@@ -198,30 +290,107 @@ async def execute_many_async(xs: Iterable[Any], *, return_exceptions: bool = Fal
 class BatchExecutor:
     """Seed-compatible entry points, as static methods."""
 
+    @overload
+    @staticmethod
+    def execute(x: Generator[Any, Any, R], **opts: Any) -> R: ...
+    @overload
+    @staticmethod
+    def execute(x: BatchableOperation[T], **opts: Any) -> T: ...
+    @overload
+    @staticmethod
+    def execute(x: Sequence[Batchable[T]], **opts: Any) -> list[T]: ...
+    @overload
+    @staticmethod
+    def execute(x: SharedGenerator[R], **opts: Any) -> R: ...
+    @overload
+    @staticmethod
+    def execute(x: Structure, **opts: Any) -> Any: ...
+
     @staticmethod
     def execute(x: Any, **opts: Any) -> Any:
         """Same as :func:`batch.execute`."""
         return execute(x, **opts)
+
+    @overload
+    @staticmethod
+    def executev(xs: Iterable[Batchable[T]], *, return_exceptions: Literal[False] = ...,
+                 **opts: Any) -> list[T]: ...
+    @overload
+    @staticmethod
+    def executev(xs: Iterable[Batchable[T]], *, return_exceptions: bool,
+                 **opts: Any) -> list[T | BaseException]: ...
+    @overload
+    @staticmethod
+    def executev(xs: Iterable[Structure], **opts: Any) -> list[Any]: ...
 
     @staticmethod
     def executev(xs: Iterable[Any], **opts: Any) -> list[Any]:
         """Run several roots together; same as :func:`batch.execute_many`."""
         return execute_many(xs, **opts)
 
+    @overload
+    @staticmethod
+    def executeva(*xs: Batchable[T], return_exceptions: Literal[False] = ...,
+                  **opts: Any) -> list[T]: ...
+    @overload
+    @staticmethod
+    def executeva(*xs: Batchable[T], return_exceptions: bool,
+                  **opts: Any) -> list[T | BaseException]: ...
+    @overload
+    @staticmethod
+    def executeva(*xs: Structure, **opts: Any) -> list[Any]: ...
+
     @staticmethod
     def executeva(*xs: Any, **opts: Any) -> list[Any]:
         """``executev`` with the roots as positional arguments."""
         return execute_many(xs, **opts)
+
+    @overload
+    @staticmethod
+    def execute_many(xs: Iterable[Batchable[T]], *, return_exceptions: Literal[False] = ...,
+                     **opts: Any) -> list[T]: ...
+    @overload
+    @staticmethod
+    def execute_many(xs: Iterable[Batchable[T]], *, return_exceptions: bool,
+                     **opts: Any) -> list[T | BaseException]: ...
+    @overload
+    @staticmethod
+    def execute_many(xs: Iterable[Structure], **opts: Any) -> list[Any]: ...
 
     @staticmethod
     def execute_many(xs: Iterable[Any], **opts: Any) -> list[Any]:
         """Same as :func:`batch.execute_many`."""
         return execute_many(xs, **opts)
 
+    @overload
+    @staticmethod
+    def execute_iter(xs: Iterable[Batchable[T]], *, return_exceptions: Literal[False] = ...,
+                     **opts: Any) -> Iterator[T]: ...
+    @overload
+    @staticmethod
+    def execute_iter(xs: Iterable[Batchable[T]], *, return_exceptions: bool,
+                     **opts: Any) -> Iterator[T | BaseException]: ...
+    @overload
+    @staticmethod
+    def execute_iter(xs: Iterable[Structure], **opts: Any) -> Iterator[Any]: ...
+
     @staticmethod
     def execute_iter(xs: Iterable[Any], **opts: Any) -> Iterator[Any]:
         """Same as :func:`batch.execute_iter`."""
         return execute_iter(xs, **opts)
+
+    @overload
+    @staticmethod
+    def execute_async(x: Generator[Any, Any, R], **opts: Any) -> Awaitable[R]: ...
+    @overload
+    @staticmethod
+    def execute_async(x: BatchableOperation[T], **opts: Any) -> Awaitable[T]: ...
+    @overload
+    @staticmethod
+    def execute_async(x: SharedGenerator[R], **opts: Any) -> Awaitable[R]: ...
+    @overload
+    @staticmethod
+    def execute_async(x: Structure, **opts: Any) -> Awaitable[Any]: ...
 
     @staticmethod
     def execute_async(x: Any, **opts: Any) -> Awaitable[Any]:

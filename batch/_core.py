@@ -117,10 +117,12 @@ from ._errors import (
     root_started_error,
     root_twice_error,
     root_type_error,
+    run_batch_generator_expression_error,
+    without_executor_frames,
 )
 from ._grouping import DedupeOps, Group
 from ._mailbox import ANSWER, RETRY, SHARED, Mailbox
-from ._operation import BatchableOperation, Batcher, OpInfo, Settled
+from ._operation import BatchableOperation, Settled
 from ._sharing import RUNNING, SharedGenerator
 from ._stepping import enqueue, step
 from ._tasks import SEND, SINCE, Join, Root, Task, by_since, deliver, fill
@@ -147,8 +149,20 @@ class State(enum.Enum):
     WAIT = "wait"
 
 
+DISPATCH = State.DISPATCH
+DONE = State.DONE
+
+
 class Core:
     """One execution's state: its roots, queued groups, calls in flight, cache and trace."""
+
+    # Slots, and containers made only when used: an execution that runs one
+    # small tree creates few objects for the garbage collector to track,
+    # which is what a server running thousands of them at once pays for.
+    __slots__ = ("_cache", "trace", "hook", "rounds", "cache_hits", "ready", "woken", "live",
+                 "building", "clock", "sort_woken", "root_gens", "first_root", "groups",
+                 "dispatching", "calls_out", "_round_calls", "shared", "_mailbox", "thread", "loop",
+                 "closed", "enclosing")
 
     def __init__(self, *, cache: OperationCache | None = None, trace: Trace | None = None) -> None:
         if cache is not None and not isinstance(cache, OperationCache):
@@ -181,19 +195,22 @@ class Core:
         self.building: tuple[Any, int] | None = None
         self.clock = 0  # counts parkings, for the resume order (see _tasks.SINCE)
         self.sort_woken = False  # wake-ups may be out of order: sort before stepping
-        self.root_gens: dict[int, Any] = {}  # roots not started yet, to refuse one twice
+        # Root generators not started yet, to refuse one given twice: the
+        # first alone, a dict from the second on.
+        self.first_root: Any = None
+        self.root_gens: dict[int, Any] | None = None
         # Queued operations by group key, and the classes seen (``_grouping``).
         self.groups: dict[Hashable, Group] = {}
-        self.infos: dict[type, OpInfo] = {}
         # Dispatches taken and not yet answered, in take order.
         self.dispatching: dict[Dispatch, None] = {}
         self.calls_out = 0  # calls taken and not yet given back with complete()
-        self._round_calls: dict[int, list[Any]] = {}  # id(record) -> [record, calls left]
+        self._round_calls: dict[int, list[Any]] | None = None  # trace: id(record) -> [record, calls left]
         self.shared: dict[SharedGenerator[Any], None] = {}  # started by this execution
         self._mailbox: Mailbox | None = None
         # Who drives this core, so that another execution knows whether it may
-        # wait on it (see ``may_wait_on``): set by the driver.
-        self.thread = threading.get_ident()
+        # wait on it (see ``may_wait_on``): the thread that sends its cached
+        # operations, and the event loop an async driver sets.
+        self.thread = 0
         self.loop: Any = None
         self.closed = False
         # The executions this one runs inside (a batch.execute called from one
@@ -223,11 +240,16 @@ class Core:
         cannot be a root.
         """
         if type(x) is GeneratorType:
-            if id(x) in self.root_gens:
-                raise root_twice_error(x)
             if x.gi_suspended or x.gi_frame is None or x.gi_running:
-                raise root_started_error(x)
-            self.root_gens[id(x)] = x
+                raise root_twice_error(x) if self._seen_root(x) else root_started_error(x)
+            if self.first_root is None:
+                self.first_root = x
+            elif self._seen_root(x):
+                raise root_twice_error(x)
+            else:
+                if self.root_gens is None:
+                    self.root_gens = {id(self.first_root): self.first_root}
+                self.root_gens[id(x)] = x
             gen = x
         elif isinstance(x, (BatchableOperation, list, tuple, dict, Settled, SharedGenerator)):
             gen = root_gen(x)
@@ -239,23 +261,33 @@ class Core:
         self.woken.append(task)
         return root
 
+    def _seen_root(self, x: Any) -> bool:
+        if self.root_gens is not None:
+            return id(x) in self.root_gens
+        return self.first_root is x
+
+    def roots_started(self) -> None:
+        """Every root given so far has started: forget them (called by ``step``)."""
+        self.first_root = None
+        self.root_gens = None
+
     # -- phase 1 -----------------------------------------------------------------
 
     def step(self) -> State:
         """Run every runnable generator until each waits; say what the driver must do."""
         while True:
-            if self._mailbox is not None and self._mailbox.inbox:
+            mailbox = self._mailbox
+            if mailbox is not None and mailbox.inbox:
                 self._read_mail()
             if self.sort_woken:
                 self.woken.sort(key=by_since)
                 self.sort_woken = False
             step(self)
             if self.groups:
-                return State.DISPATCH
-            if self.ready or self.woken:  # pragma: no cover  (step() leaves neither)
-                continue
-            if self._mailbox is not None and (self._mailbox.inbox or self._mailbox.due):
-                if self._mailbox.inbox:
+                return DISPATCH
+            mailbox = self._mailbox  # the step may have made it
+            if mailbox is not None and (mailbox.inbox or mailbox.due):
+                if mailbox.inbox:
                     continue
                 return State.WAIT
             if self.calls_out:
@@ -264,11 +296,11 @@ class Core:
                 # Every call answered, yet batches are pending: layered
                 # run_batch generators wait on each other (through shared
                 # generators, or through cached operations).
-                if not self._break_cycle():
+                if not self.shared or not self._break_cycle():
                     self._break_batch_cycle()
                 continue
-            if not self._break_cycle():
-                return State.DONE
+            if not self.shared or not self._break_cycle():
+                return DONE
 
     def _read_mail(self) -> None:
         """Deliver what other executions posted (see ``_mailbox``)."""
@@ -361,7 +393,7 @@ class Core:
             return False
         if self.loop is not None and other.loop is self.loop:
             return True
-        return other.thread != self.thread
+        return other.thread != threading.get_ident()
 
     def _break_batch_cycle(self) -> None:
         """Layered ``run_batch`` generators wait, through cached operations, on each other.
@@ -418,6 +450,14 @@ class Core:
     def take(self, keys: list[Hashable] | None = None) -> list[Call]:
         """End the step phase: turn queued groups into calls (all, or those of ``keys``)."""
         if keys is None:
+            if len(self.groups) == 1 and self.trace is None:
+                # One group, no trace: the round of a small tree, kept short.
+                (group,) = self.groups.values()
+                self.groups = {}
+                self.rounds += 1
+                calls = self._prepare(group, self.hook, (*self.enclosing, self))
+                self.calls_out += len(calls)
+                return calls
             groups = list(self.groups.values())
             self.groups = {}
         else:
@@ -425,30 +465,35 @@ class Core:
         self.rounds += 1
         hook = self.hook
         # One group wakes its waiters in the order they began to wait already
-        # (its targets were queued in that order); several groups or cached
-        # followers need the sort before the next step.
-        if len(groups) > 1 or any(g.info.cached for g in groups):
+        # (its targets were queued in that order); several groups, or cached
+        # followers (see _prepare), need the sort before the next step.
+        if len(groups) > 1:
             self.sort_woken = True
         trace = self.trace
-        record: RoundRecord | None = None
-        if trace is not None:
-            record = trace._begin_round()
-            record.cache_hits = self.cache_hits
-            trace.cache_hits += self.cache_hits
-            self.cache_hits = 0
-        calls: list[Call] = []
         # What this round's calls tell an execution started inside them (not
         # kept on the core: a core in its own chain would be a reference cycle).
         within = (*self.enclosing, self)
+        if trace is None:
+            calls = []
+            for group in groups:
+                calls.extend(self._prepare(group, hook, within))
+            self.calls_out += len(calls)
+            return calls
+        record = trace._begin_round()
+        record.cache_hits = self.cache_hits
+        trace.cache_hits += self.cache_hits
+        self.cache_hits = 0
+        calls = []
         for group in groups:
             calls.extend(self._prepare(group, hook, within))
         self.calls_out += len(calls)
-        if record is not None:
-            self._round_calls[id(record)] = [record, len(calls)]
-            for call in calls:
-                call.round = record
-            if not calls:
-                self._round_done(record)
+        if self._round_calls is None:
+            self._round_calls = {}
+        self._round_calls[id(record)] = [record, len(calls)]
+        for call in calls:
+            call.round = record
+        if not calls:
+            self._round_done(record)
         return calls
 
     def _prepare(self, group: Group, hook: Any, within: tuple[Core, ...]) -> list[Call]:
@@ -467,6 +512,8 @@ class Core:
                     d.positions = ops.positions
         uniq = d.uniq
         if info.cached:
+            self.sort_woken = True  # followers wake with the waiters
+            self.thread = threading.get_ident()  # others wait on us: see may_wait_on
             data = self.cache._data
             cls = info.cls
             markers = []
@@ -475,15 +522,21 @@ class Core:
                 data[(cls, op)] = marker
                 markers.append(marker)
             d.markers = markers
-        d.results = [None] * len(uniq)
         if not uniq:  # every operation failed before sending (unhashable)
             self._deliver(d)
             return []
+        trace = self.trace
+        n = len(uniq)
+        if info.max_cost is None and (info.max_size is None or n <= info.max_size):
+            d.pending = 1  # one call: no chunking to work out; its result is the results
+            calls = [Call(d, 0, n, uniq, hook, trace, within)]
+            d.calls = calls
+            return calls
+        d.results = [None] * n  # filled chunk by chunk
         bounds, failures = chunks(info, uniq)
         d.pending = len(bounds) + len(failures)
-        trace = self.trace
         if len(bounds) == 1 and not failures:
-            calls = [Call(d, 0, len(uniq), uniq, hook, trace, within)]
+            calls = [Call(d, 0, n, uniq, hook, trace, within)]
         else:
             calls = [Call(d, a, b, uniq[a:b], hook, trace, within) for a, b in bounds]
         d.calls = calls
@@ -504,14 +557,18 @@ class Core:
             record = call.round
             if record is not None:
                 record.batches.append(rec)
-                entry = self._round_calls.get(id(record))
+                entry = self._round_calls.get(id(record)) if self._round_calls else None
                 if entry is not None:
                     entry[1] -= 1
                     if entry[1] == 0:
                         self._round_done(record)
-        if exc is None:
+        if exc is None and result.__class__ is not list:
             group = call.dispatch.group
-            if result.__class__ is GeneratorType:
+            if result.__class__ is GeneratorType and result.gi_code.co_name == "<genexpr>":
+                # A generator expression is not a layered batch: a mistake.
+                result.close()
+                result, exc = None, run_batch_generator_expression_error(owner_name(group))
+            elif result.__class__ is GeneratorType:
                 if rec is not None:
                     rec.layered = True
                 self.sort_woken = True
@@ -523,16 +580,19 @@ class Core:
                 self.live[id(task)] = task
                 self.woken.append(task)
                 return
-            if isinstance(group.owner, Batcher):
+            elif group.info.uses_batcher:
                 result, exc = None, gen_batch_type_error(group.owner, result)
             elif isinstance(result, Awaitable):
                 if hasattr(result, "close"):
                     result.close()  # silence "coroutine was never awaited"
                 result, exc = None, async_in_sync_error(group.info.name)
+        elif exc is None and call.dispatch.group.info.uses_batcher:
+            result, exc = None, gen_batch_type_error(call.dispatch.group.owner, result)
         self._accept(call, result, exc)
 
     def _round_done(self, record: RoundRecord) -> None:
-        del self._round_calls[id(record)]
+        if self._round_calls is not None:
+            self._round_calls.pop(id(record), None)
         if self.trace is not None:
             record.seconds = self.trace._now() - record.start
 
@@ -540,22 +600,24 @@ class Core:
         """Store a chunk's results (validated) or its failure; deliver when all are in."""
         d = call.dispatch
         n = call.stop - call.start
-        if exc is None:
+        if exc is None and (result.__class__ is not list or len(result) != n
+                            or call.sent is not None):
             result, exc = validate(call, result)
         rec = call.record
         if exc is not None:
+            if d.whole is None:
+                d.whole = set()
             d.whole.add(id(exc))
-            d.results[call.start:call.stop] = [exc] * n
+            result = [exc] * n
             if rec is not None:
                 rec.error = exc
+        elif rec is not None:
+            rec.failed = sum(1 for r in result if isinstance(r, Exception))
+        assert result is not None
+        if n == len(d.uniq):
+            d.results = result  # the only chunk
         else:
-            assert result is not None
-            if call.start == 0 and n == len(d.results):
-                d.results = result
-            else:
-                d.results[call.start:call.stop] = result
-            if rec is not None:
-                rec.failed = sum(1 for r in result if isinstance(r, Exception))
+            d.results[call.start:call.stop] = result
         if log.isEnabledFor(logging.DEBUG):
             log_call(call, exc)
         d.pending -= 1
@@ -569,7 +631,7 @@ class Core:
         markers = d.markers
         if markers is not None:
             self._store_cached(d, d.results, markers)
-        results = d.per_operation()
+        results = d.results if d.positions is None else d.per_operation()
         d.results = []
         if markers is not None and not d.whole:
             # Cached failures are kept, never raised: each waiter gets a copy.
@@ -624,7 +686,7 @@ class Core:
         if exc is not None:
             if self.trace is not None:
                 self.trace.error = exc
-                for record, _ in list(self._round_calls.values()):
+                for record, _ in list((self._round_calls or {}).values()):
                     self._round_done(record)
             try:
                 exc.batch_rounds_completed = self.rounds  # type: ignore[attr-defined]
@@ -649,11 +711,25 @@ class Core:
                 for other, target, waited, info in marker.close():
                     other.mailbox().post(RETRY, target, waited, info)
 
+    def conclude(self, failure: BaseException | None) -> None:
+        """A driver's last call: raise ``failure`` (a root's) after closing everything, or finish."""
+        if failure is not None:  # raised here, not in an except block: no implicit context
+            self.abort(failure)
+            try:
+                raise without_executor_frames(failure)
+            finally:
+                # The traceback keeps this frame: without the name, the frame
+                # does not keep the exception too (a cycle only the GC frees).
+                del failure
+        self.finish()
+
     def finish(self) -> None:
         """A successful end: release the shared bookkeeping."""
         self.closed = True
-        self.shared.clear()
-        self._flush_cache_hits()
+        if self.shared:
+            self.shared.clear()
+        if self.cache_hits:
+            self._flush_cache_hits()
 
     def _flush_cache_hits(self) -> None:
         """Count cache hits of the step phase that no round followed."""

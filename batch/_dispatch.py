@@ -16,12 +16,19 @@ from __future__ import annotations
 import contextvars
 import logging
 import numbers
+import operator
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from ._errors import changed_list_error, cost_error, count_error, not_sequence_error, unhashable_error
+from ._errors import (
+    changed_list_error,
+    cost_error,
+    count_error,
+    not_sequence_error,
+    unhashable_operation_error,
+)
 from ._grouping import DedupeOps, Group
 from ._operation import Batcher, OpInfo, is_sequence_result
 from ._trace import BatchRecord, Trace
@@ -52,7 +59,7 @@ class Dispatch:
         self.positions: list[int] | None = None
         self.results: list[Any] = []
         self.pending = 0  # chunks that have not answered yet
-        self.whole: set[int] = set()  # ids of exceptions that failed a whole call
+        self.whole: set[int] | None = None  # ids of exceptions that failed a whole call
         self.markers: list[Any] | None = None  # in-flight cache entries, one per uniq op
 
     def per_operation(self) -> list[Any]:
@@ -64,7 +71,9 @@ class Dispatch:
         ops = self.group.ops
         if ops.__class__ is DedupeOps and ops.unhashable:
             info = self.group.info
-            errors = [unhashable_error(info.name, info.cached, exc, op) for op, exc in ops.unhashable]
+            setting = "cache_results" if info.cached else "dedupe"
+            errors = [unhashable_operation_error(info.cls, op, exc, setting)
+                      for op, exc in ops.unhashable]
             return [results[p] if p >= 0 else errors[-1 - p] for p in positions]
         return list(map(results.__getitem__, positions))
 
@@ -130,7 +139,7 @@ class Call:
         ctx.run(ENCLOSING.set, self.within)
         self.t0 = time.perf_counter()
         try:
-            fn = owner.gen_batch if isinstance(owner, Batcher) else owner.run_batch
+            fn = owner.gen_batch if group.info.uses_batcher else owner.run_batch
             hook = self.hook
             if hook is None:
                 result = ctx.run(fn, ops)
@@ -224,7 +233,7 @@ def validate(call: Call, result: Any) -> tuple[list[Any] | None, BaseException |
         ops = call.ops
         if len(sent) != n:
             return None, changed_list_error(owner_name(call.dispatch.group))
-        if any(a is not b for a, b in zip(sent, ops)):
+        if any(map(operator.is_not, sent, ops)):
             order = _reordering(ops, sent)
             if order is None:
                 return None, changed_list_error(owner_name(call.dispatch.group))

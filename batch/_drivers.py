@@ -34,10 +34,13 @@ from typing import Any
 
 from ._core import Core, State
 from ._dispatch import Call
-from ._errors import timeout_error, without_executor_frames
+from ._errors import timeout_error
 from ._tasks import RootFailure
 
 __all__ = ["SyncDriver", "check_workers", "deadline_of", "drive", "drive_async", "remaining"]
+
+DISPATCH = State.DISPATCH
+DONE = State.DONE
 
 
 def check_workers(value: int | None, name: str = "max_workers") -> None:
@@ -81,9 +84,11 @@ class SyncDriver:
 
     def settle(self) -> bool:
         """Step until a round is ready to dispatch (True) or nothing is live (False)."""
-        core = self.core
+        return self.settle_from(self.core.step())
+
+    def settle_from(self, state: State) -> bool:
+        """:meth:`settle`, given the state the last step returned."""
         while True:
-            state = core.step()
             if state is State.DISPATCH:
                 return True
             if state is State.DONE:
@@ -92,6 +97,7 @@ class SyncDriver:
                 self._wait_for_mail()
             else:  # pragma: no cover  (this driver completes every call it takes)
                 raise RuntimeError("batch internal error: calls left in flight")
+            state = self.core.step()
 
     def dispatch(self) -> None:
         """Take the round that is queued and run its calls."""
@@ -171,34 +177,38 @@ class SyncDriver:
             self.pool = None
 
 
-def finish(core: Core, work: Any) -> None:
-    """Run ``work()`` to the end of the execution; close everything on any failure."""
+def drive(core: Core, max_workers: int | None, timeout: float | None) -> None:
+    """Run ``core`` to the end in this thread (``execute`` and ``execute_many``)."""
+    driver = None if max_workers is None and timeout is None else (
+        SyncDriver(core, max_workers, timeout))
     failure: BaseException | None = None
     try:
-        work()
+        if driver is not None:
+            driver.run()
+        else:
+            # The common case, written out: a server pays this loop per request.
+            while True:
+                state = core.step()
+                if state is DISPATCH:
+                    for call in core.take():
+                        # No local keeps the result: it goes when its waiter lets go of it.
+                        core.complete(call, *call.run())
+                elif state is DONE or not SyncDriver(core).settle_from(state):
+                    break
     except RootFailure as rf:
         failure = rf.exc
     except BaseException as exc:
         core.abort(exc)
         raise
-    if failure is not None:
-        core.abort(failure)
-        try:
-            raise without_executor_frames(failure)
-        finally:
-            # The traceback keeps this frame: without the name, it does not
-            # keep the exception too (a cycle only the GC would free).
-            del failure
-    core.finish()
-
-
-def drive(core: Core, max_workers: int | None, timeout: float | None) -> None:
-    """Run ``core`` to the end in this thread (``execute`` and ``execute_many``)."""
-    driver = SyncDriver(core, max_workers, timeout)
-    try:
-        finish(core, driver.run)
     finally:
-        driver.close()
+        if driver is not None:
+            driver.close()
+    try:
+        core.conclude(failure)
+    finally:
+        # The traceback of a raised failure keeps this frame: without the
+        # name, the frame does not keep the exception (a cycle only the GC frees).
+        del failure
 
 
 # -- asyncio -------------------------------------------------------------------------
@@ -208,9 +218,8 @@ async def drive_async(core: Core, max_concurrency: int | None, timeout: float | 
     """Run ``core`` to the end on the running event loop (``execute_async``)."""
     check_workers(max_concurrency, "max_concurrency")
     deadline = deadline_of(timeout)
-    loop = asyncio.get_running_loop()
-    core.loop = loop
-    runner = _AsyncCalls(loop, max_concurrency)
+    core.loop = asyncio.get_running_loop()
+    runner = _AsyncCalls(core.loop, max_concurrency)
     failure: BaseException | None = None
     try:
         if deadline is not None:
@@ -228,13 +237,10 @@ async def drive_async(core: Core, max_concurrency: int | None, timeout: float | 
             raise exc from None
         core.abort(exc)
         raise
-    if failure is not None:
-        core.abort(failure)
-        try:
-            raise without_executor_frames(failure)
-        finally:
-            del failure  # see finish()
-    core.finish()
+    try:
+        core.conclude(failure)
+    finally:
+        del failure  # see drive()
 
 
 async def _rounds(core: Core, runner: _AsyncCalls, deadline: float | None,
@@ -242,11 +248,13 @@ async def _rounds(core: Core, runner: _AsyncCalls, deadline: float | None,
     mail: asyncio.Event | None = None
     while True:
         state = core.step()
-        if state is State.DISPATCH:
+        if state is DISPATCH:
+            if core.rounds:
+                # Give the loop a turn between two rounds, so a long execution
+                # whose calls are all synchronous does not starve other tasks.
+                await asyncio.sleep(0)
             calls = core.take()
-            outcomes = await runner.run(calls)
-            for call, (result, exc) in zip(calls, outcomes):
-                core.complete(call, result, exc)
+            _complete_all(core, calls, await runner.run(calls))
             if deadline is not None and time.monotonic() >= deadline:
                 # A synchronous run_batch blocks the loop, so asyncio.timeout
                 # cannot fire during it: the last round is checked here.
@@ -268,10 +276,17 @@ async def _rounds(core: Core, runner: _AsyncCalls, deadline: float | None,
                     await mail.wait()
                 finally:
                     core.unblocked()
-        elif state is State.DONE:
+        elif state is DONE:
             return
         else:  # pragma: no cover  (every call is completed before the next step)
             raise RuntimeError("batch internal error: calls left in flight")
+
+
+def _complete_all(core: Core, calls: list[Call], outcomes: list[Any]) -> None:
+    # A function of its own, so no local of the driver's loop keeps a result
+    # alive after its waiter let go of it.
+    for call, (result, exc) in zip(calls, outcomes):
+        core.complete(call, result, exc)
 
 
 def _call_soon(loop: asyncio.AbstractEventLoop, fn: Any) -> None:
@@ -282,15 +297,20 @@ def _call_soon(loop: asyncio.AbstractEventLoop, fn: Any) -> None:
 
 
 class _AsyncCalls:
-    """Runs one round's calls on the loop: their outcomes, in call order."""
+    """Runs one round's calls on the loop and returns their outcomes, in call order."""
+
+    __slots__ = ("loop", "max_concurrency", "semaphore", "tasks")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, max_concurrency: int | None) -> None:
         self.loop = loop
-        self.semaphore = asyncio.Semaphore(max_concurrency) if max_concurrency else None
+        self.max_concurrency = max_concurrency
+        self.semaphore: asyncio.Semaphore | None = None
         self.tasks: list[asyncio.Future[Any]] = []
 
     async def run(self, calls: list[Call]) -> list[tuple[Any, BaseException | None]]:
         """Run the calls; synchronous ones inline, in order, the rest as tasks."""
+        if self.max_concurrency and self.semaphore is None:
+            self.semaphore = asyncio.Semaphore(self.max_concurrency)
         outcomes: list[Any] = [None] * len(calls)
         waits: list[tuple[int, Coroutine[Any, Any, Any], contextvars.Context | None]] = []
         for i, call in enumerate(calls):
@@ -298,7 +318,7 @@ class _AsyncCalls:
                 waits.append((i, self._one(call), None))
                 continue
             result, exc = call.run()
-            if exc is None and inspect.isawaitable(result):
+            if exc is None and result.__class__ is not list and inspect.isawaitable(result):
                 # An async run_batch: a task of its own, in its own copy of the
                 # context (as a sync run_batch runs in one), so calls overlap.
                 waits.append((i, self._await(call, result), call.ctx))
@@ -312,10 +332,6 @@ class _AsyncCalls:
             self.tasks = []
             for (i, _, _), outcome in zip(waits, done):
                 outcomes[i] = outcome
-        else:
-            # Only synchronous calls: still give the loop a turn every round,
-            # so a long execution does not starve the loop's other tasks.
-            await asyncio.sleep(0)
         return outcomes
 
     async def _await(self, call: Call, awaitable: Awaitable[Any]) -> tuple[Any, BaseException | None]:

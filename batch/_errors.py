@@ -37,8 +37,13 @@ __all__ = [
     "self_wait_error",
     "shared_elsewhere_error",
     "timeout_error",
-    "unhashable_error",
     "yield_error",
+    "identity_equality_error",
+    "run_batch_generator_expression_error",
+    "run_batch_not_classmethod_error",
+    "unhashable_operation_error",
+    "yield_from_iterator_error",
+    "yielded_value_error",
 ]
 
 
@@ -250,33 +255,6 @@ def root_started_error(gen: Any) -> GeneratorReusedError:
     )
 
 
-def unhashable_error(name: str, cached: bool, exc: BaseException, op: Any = None) -> BatchError:
-    """An operation of a deduplicating or caching class cannot be hashed or compared.
-
-    A ``TypeError`` means the class has no usable ``__hash__``; anything else
-    means the user's ``__hash__`` (or ``__eq__``) raised: the message names
-    the method and what it raised.
-    """
-    why = "cache_results = True" if cached else "dedupe = True"
-    if isinstance(exc, TypeError):
-        err = BatchError(
-            f"{name} has {why}, but its operations cannot be hashed ({exc}); make "
-            f"{name} a frozen dataclass, or define __eq__ and __hash__ on it"
-        )
-    else:
-        method = "__eq__"
-        try:
-            hash(op)
-        except Exception:
-            method = "__hash__"
-        err = BatchError(
-            f"{name}.{method} raised {exc!r}; {name} has {why}, so its operations are "
-            f"compared with hash() and ==, which must not raise: fix {name}.{method}"
-        )
-    err.__cause__ = exc
-    return err
-
-
 def cost_error(name: str, cost: Any) -> BatchError:
     """``batch_cost()`` returned something that is not a cost."""
     return BatchError(
@@ -359,3 +337,169 @@ def timeout_error(timeout: float | None, rounds: int) -> TimeoutError:
     """``timeout=`` ran out."""
     return TimeoutError(f"batch execution timed out after {timeout} seconds "
                         f"({rounds} rounds completed)")
+# -- silent mistakes, worded -------------------------------------------------------
+#
+# Each helper below words one classic mistake: what the user wrote, why it cannot
+# work, and what to write instead.  The class-definition checks are raised from
+# ``_operation.py``; the others are for the executor's call sites (documented at
+# each helper).
+
+
+def _fn_name(obj: Any) -> str:
+    return str(getattr(obj, "__qualname__", None) or type(obj).__qualname__)
+
+
+def identity_equality_error(cls: type, setting: str) -> BatchSettingError:
+    """``dedupe``/``cache_results`` on a class whose operations compare by identity.
+
+    Two operations built from the same arguments are never ``==`` then, so the
+    setting silently does nothing (and ``OperationCache.prime`` never hits).
+    """
+    name = cls.__qualname__
+    return BatchSettingError(
+        f"{name} has {setting} = True, but {name} compares its operations by identity "
+        f"(it defines no __eq__ and __hash__), so no two {name} operations are ever equal "
+        f"and {setting} would do nothing. Make {name} a @dataclass(frozen=True), or define "
+        f"__eq__ and __hash__ over the fields that say what the operation asks for"
+    )
+
+
+def run_batch_not_classmethod_error(cls: type) -> BatchSettingError:
+    """``run_batch`` defined as a plain method: the executor calls ``cls.run_batch(ops)``."""
+    name = cls.__qualname__
+    return BatchSettingError(
+        f"{name}.run_batch must be a classmethod (the executor calls "
+        f"{name}.run_batch(operations) on the class, once per group); write:\n"
+        f"    @classmethod\n    def run_batch(cls, operations): ..."
+    )
+
+
+def unhashable_operation_error(cls: type, op: object, exc: BaseException, setting: str) -> BatchError:
+    """An operation of a ``dedupe``/``cache_results`` class could not be hashed.
+
+    For a dataclass, the message names the field whose value is unhashable
+    (a frozen dataclass with a list field is the usual case); otherwise it says
+    to make the class a frozen dataclass or define ``__hash__``.  An ``exc``
+    that is not a ``TypeError`` came from the user's own ``__hash__`` or
+    ``__eq__``: the message names that method and what it raised.  The
+    executor calls it where ``hash(op)`` (or a lookup by it) raised ``exc``
+    (``setting`` is ``"dedupe"`` or ``"cache_results"``).
+    """
+    import dataclasses
+
+    name = cls.__qualname__
+    if not isinstance(exc, TypeError):
+        # Not "unhashable": the user's own __hash__ (or __eq__) raised.
+        method = "__eq__"
+        try:
+            hash(op)
+        except Exception:
+            method = "__hash__"
+        error = BatchError(
+            f"{name}.{method} raised {exc!r}; {name} has {setting} = True, so its operations "
+            f"are compared with hash() and ==, which must not raise: fix {name}.{method}"
+        )
+        error.__cause__ = exc
+        return error
+    head = f"{name} has {setting} = True, but its operations cannot be hashed"
+    if dataclasses.is_dataclass(op):
+        for field in dataclasses.fields(op):
+            value = getattr(op, field.name, None)
+            try:
+                hash(value)
+            except TypeError:
+                kind = type(value).__qualname__
+                fix = {"list": "a tuple", "set": "a frozenset", "dict": "a tuple of items"}.get(
+                    kind, "a hashable value")
+                return BatchError(
+                    f"{head}: in {op!r} the field {field.name!r} holds a {kind} ({exc}); "
+                    f"store {fix} there instead (e.g. {field.name}=tuple(...)), so equal "
+                    f"operations can be merged"
+                )
+        params = getattr(cls, "__dataclass_params__", None)
+        if params is not None and not params.frozen and not params.unsafe_hash:
+            return BatchError(
+                f"{head} ({exc}): a dataclass that is not frozen has no __hash__; write "
+                f"@dataclass(frozen=True) on {name}"
+            )
+    return BatchError(
+        f"{head} ({exc}); make {name} a frozen dataclass, or define __eq__ and __hash__ on it"
+    )
+
+
+def yielded_value_error(gen_name: str, value: Any) -> YieldTypeError | None:
+    """A specific message for a classic wrong ``yield``, or None if ``value`` is none of them.
+
+    The executor calls it where a generator yielded ``value`` (``gen_name`` as
+    ``describe_generator`` words it), before running a generator object as a
+    batch generator (a generator expression is a generator object too) and
+    before its generic "yielded X" error.  A yielded coroutine is closed here,
+    so Python's "was never awaited" warning is not attributed to the library.
+    """
+    import inspect
+
+    if inspect.isgenerator(value) and value.gi_code.co_name == "<genexpr>":
+        value.close()
+        return YieldTypeError(
+            f"{gen_name} yielded a generator expression; it is neither an operation nor a "
+            f"structure, so it would run item by item and give None. Yield a list: "
+            f"`results = yield [GetUser(i) for i in ids]` (note the square brackets)"
+        )
+    if inspect.iscoroutine(value):
+        value.close()
+        return YieldTypeError(
+            f"{gen_name} yielded coroutine (a coroutine cannot be yielded; make run_batch "
+            f"async instead, with execute_async): {_fn_name(value)}() was closed without "
+            f"running. A batch generator cannot await: put the awaiting in an "
+            f"`async def run_batch` of an operation and run the tree with batch.execute_async"
+        )
+    if inspect.isasyncgen(value):
+        return YieldTypeError(
+            f"{gen_name} yielded an async generator ({_fn_name(value)}); batch generators "
+            f"are plain generators: write `def {value.__name__}(...)` (not async def) and "
+            f"yield its operations, or make the async part an `async def run_batch`"
+        )
+    if inspect.isgeneratorfunction(value):
+        fn = _fn_name(value)
+        return YieldTypeError(
+            f"{gen_name} yielded the generator function {fn} itself, not a generator; "
+            f"call it: `yield {fn}(...)`"
+        )
+    if inspect.isfunction(value) or inspect.ismethod(value):
+        fn = _fn_name(value)
+        return YieldTypeError(
+            f"{gen_name} yielded the function {fn} itself; a batch generator yields "
+            f"operations and generators: call it, `yield {fn}(...)`"
+        )
+    return None
+
+
+def yield_from_iterator_error(gen_name: str, iterator: Any) -> YieldTypeError:
+    """``yield from [op1, op2]``: the executor sees ``op1``, then cannot send into a list iterator.
+
+    The executor calls it when the generator it resumes delegates (its
+    ``gi_yieldfrom``) to something that is not a generator, typically a
+    ``list_iterator``, instead of letting ``.send`` raise ``AttributeError``.
+    """
+    kind = type(iterator).__qualname__
+    return YieldTypeError(
+        f"{gen_name} used `yield from` on a {kind} (e.g. `yield from [op1, op2]`); "
+        f"`yield from` takes one operation or generator. For several at once write "
+        f"`a, b = yield [op1, op2]`, or in the typed style "
+        f"`a, b = yield from batch.gather(op1, op2)` / "
+        f"`xs = yield from batch.gather_list([...])`"
+    )
+
+
+def run_batch_generator_expression_error(owner: str) -> BatchResultError:
+    """``run_batch`` returned a generator expression (it is not a layered batch generator).
+
+    The executor calls it where a ``run_batch`` result is a generator object
+    whose ``gi_code.co_name`` is ``"<genexpr>"``, before taking it for a
+    layered batch generator (``owner`` is e.g. ``"GetUser.run_batch"``).
+    """
+    return BatchResultError(
+        f"{owner} returned a generator expression; it must return a list with one result "
+        f"per operation, in order: `return [rows.get(op.key) for op in operations]` "
+        f"(square brackets)"
+    )

@@ -14,12 +14,11 @@ stepping loop can append to their group without calling anything.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Hashable
 from typing import Any
 
 from ._errors import batch_key_error, batcher_type_error
-from ._operation import Batcher, OpInfo
+from ._operation import Batcher, OpInfo, settings_of
 
 __all__ = ["DedupeOps", "Group", "group_key", "op_info"]
 
@@ -83,21 +82,21 @@ class DedupeOps(list):  # type: ignore[type-arg]
             add(i)
 
 
-# OpInfo of each class, computed once and reused while the class's settings
-# stay the same (a setting changed after definition is checked again).
-_infos: weakref.WeakKeyDictionary[type, tuple[tuple[Any, ...], OpInfo]] = weakref.WeakKeyDictionary()
+# Each class's OpInfo is kept in the class's own __dict__ (not inherited:
+# a subclass has its own settings), so it lives and dies with the class.
+_INFO_ATTR = "_batch_op_info"
 
 
 def op_info(cls: type) -> OpInfo:
-    """How the executor treats ``cls``; raises BatchSettingError for a bad setting."""
-    settings = (cls.max_batch_size, cls.max_batch_cost, cls.dedupe,  # type: ignore[attr-defined]
-                cls.cache_results, getattr(cls, "blocking", False),  # type: ignore[attr-defined]
-                cls.batch_key, cls.batcher)  # type: ignore[attr-defined]
-    entry = _infos.get(cls)
-    if entry is not None and entry[0] == settings:
-        return entry[1]
+    """How the executor treats ``cls``; raises BatchSettingError for a bad setting.
+
+    Computed once, and again only if a setting was changed after first use.
+    """
+    info = cls.__dict__.get(_INFO_ATTR)
+    if info is not None and info.settings == settings_of(cls):
+        return info  # type: ignore[no-any-return]
     info = OpInfo(cls)
-    _infos[cls] = (settings, info)
+    type.__setattr__(cls, _INFO_ATTR, info)
     return info
 
 

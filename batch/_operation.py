@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
-from typing import Any, ClassVar, Generic, TypeVar
+import inspect
+from collections.abc import Awaitable, Generator, Hashable, Sequence
+from typing import Any, ClassVar, Generic, Self, TypeAlias, TypeVar
 
-from ._errors import BatchSettingError
+from ._errors import BatchSettingError, identity_equality_error, run_batch_not_classmethod_error
 
 __all__ = ["BatchableOperation", "Batcher", "GenResult", "Settled", "settled", "OpInfo"]
 
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
+
+
+#: What ``run_batch`` of a ``BatchableOperation[T]`` may return: one ``T`` (or an
+#: exception instance) per operation, directly, from a layered batch generator, or
+#: from a coroutine.
+BatchResults: TypeAlias = (
+    Sequence[T | BaseException]
+    | Generator[Any, Any, Sequence[T | BaseException]]
+    | Awaitable[Sequence[T | BaseException]]
+)
 
 
 def _check_size(owner: str, name: str, value: object, *, integral: bool) -> None:
@@ -73,6 +84,27 @@ class BatchableOperation(Generic[T_co]):
         super().__init_subclass__(**kwargs)
         _check_size(cls.__qualname__, "max_batch_size", cls.max_batch_size, integral=True)
         _check_size(cls.__qualname__, "max_batch_cost", cls.max_batch_cost, integral=False)
+        run_batch = cls.__dict__.get("run_batch")
+        if run_batch is not None and inspect.isfunction(run_batch):
+            # A plain function here would be called as cls.run_batch(operations)
+            # with operations bound to ``cls``: refuse it now, not at the first batch.
+            raise run_batch_not_classmethod_error(cls)
+        # dedupe / cache_results on a class comparing by identity are checked at
+        # first use (OpInfo), not here: @dataclass adds __eq__ and __hash__ only
+        # after the class statement, so they are not there yet.
+
+    def __iter__(self) -> Generator[Self, Any, T_co]:
+        """Make ``result = yield from op`` work: the typed form of ``result = yield op``.
+
+        The generator yields the operation itself once and returns what the
+        executor sends back, so ``yield from op`` batches exactly like
+        ``yield op`` (same round, same group), and a type checker knows that
+        ``result`` is the operation's result type ``T``.
+        """
+        # The executor sends the result of this operation, whose type is T_co
+        # by the class's contract (run_batch returns one T per operation).
+        result: T_co = yield self
+        return result
 
     def batch_key(self) -> Hashable:
         """Return a key that splits this class's operations into finer groups.
@@ -96,12 +128,20 @@ class BatchableOperation(Generic[T_co]):
         return None
 
     @classmethod
-    def run_batch(cls, operations: list[Any]) -> Any:
+    def run_batch(cls, operations: list[Any]) -> BatchResults[T_co]:
         """Run a group of operations; return one result per operation, in order.
 
         It may return a sequence, be a batch generator (yield further
         operations, then ``return`` the list), or be ``async def`` (only with
-        :func:`batch.execute_async`).
+        :func:`batch.execute_async`).  An ``Exception`` instance in place of a
+        result fails only that operation.
+
+        ``operations`` is typed ``list[Any]`` so that an override may name its
+        own class (``operations: list[GetUser]``) under both mypy and pyright.
+        Typed, the results must be of the class's result type: in a
+        ``BatchableOperation[int]``, ``-> list[int]`` (or
+        ``Generator[Any, Any, list[int]]``, or ``async def ... -> list[int]``)
+        type-checks and ``-> list[str]`` is reported by mypy.
         """
         raise NotImplementedError(
             f"{cls.__qualname__} must define run_batch: "
@@ -164,16 +204,40 @@ def settled(value: Any) -> Settled:
     return Settled(value)
 
 
+def _check_equality(cls: type, setting: str) -> None:
+    """Refuse ``dedupe``/``cache_results`` on a class whose operations compare by identity.
+
+    Any class of the MRO other than the library's own bases and ``object`` may
+    provide ``__eq__``/``__hash__`` (the class itself, a dataclass, a mixin).
+    """
+    for klass in cls.__mro__:
+        if klass in (BatchableOperation, Generic, object):
+            continue
+        if "__eq__" in klass.__dict__ or "__hash__" in klass.__dict__:
+            return
+    raise identity_equality_error(cls, setting)
+
+
 class OpInfo:
-    """How the executor treats one operation class (computed once per execution)."""
+    """How the executor treats one operation class.
+
+    Computed at the class's first use and kept while its settings stay the
+    same (see ``_grouping.op_info``: ``settings`` is what it was computed
+    from).  Building it also checks what cannot be checked at class
+    creation: settings assigned later, and ``dedupe``/``cache_results`` on a
+    class comparing by identity (a dataclass decorator adds ``__eq__`` only
+    after ``__init_subclass__`` ran).
+    """
 
     __slots__ = ("cls", "fast", "keyed", "uses_batcher", "dedupe", "cached",
-                 "max_size", "max_cost", "blocking", "name")
+                 "max_size", "max_cost", "blocking", "name", "settings")
 
     def __init__(self, cls: type[BatchableOperation[Any]]) -> None:
         name = cls.__qualname__
         _check_size(name, "max_batch_size", cls.max_batch_size, integral=True)
         _check_size(name, "max_batch_cost", cls.max_batch_cost, integral=False)
+        if cls.dedupe or cls.cache_results:
+            _check_equality(cls, "cache_results" if cls.cache_results else "dedupe")
         self.cls = cls
         self.name = name
         self.keyed = cls.batch_key is not BatchableOperation.batch_key
@@ -185,6 +249,13 @@ class OpInfo:
         self.blocking = bool(getattr(cls, "blocking", False))
         # The fast path groups by class alone and needs no per-operation call.
         self.fast = not (self.keyed or self.uses_batcher or self.cached)
+        self.settings = settings_of(cls)
+
+
+def settings_of(cls: type[BatchableOperation[Any]]) -> tuple[Any, ...]:
+    """The class settings an :class:`OpInfo` depends on."""
+    return (cls.max_batch_size, cls.max_batch_cost, cls.dedupe, cls.cache_results,
+            getattr(cls, "blocking", False), cls.batch_key, cls.batcher)
 
 
 def is_sequence_result(value: object) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import threading
 import types
 from collections.abc import Callable, Generator, Hashable
@@ -110,6 +111,7 @@ class SharedGenerator(Generic[R]):
                 assert gen is not None
                 self._state = RUNNING
                 self._owner = core
+                core.thread = threading.get_ident()  # others wait on it: see Core.may_wait_on
                 self._waiters.append((sink, index))
                 return "start", gen
             owner = self._owner
@@ -172,6 +174,15 @@ class SharedGenerator(Generic[R]):
         return f"<SharedGenerator {inner}>"
 
 
+class _CallFailed:
+    """A cache entry: calling the wrapped function raised ``exc`` (no generator was made)."""
+
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: Exception) -> None:
+        self.exc = exc
+
+
 class GeneratorCache:
     """Storage for :func:`cached_generator`; ``clear()`` forgets every result.
 
@@ -180,7 +191,7 @@ class GeneratorCache:
     """
 
     def __init__(self) -> None:
-        self._data: dict[Hashable, SharedGenerator[Any]] = {}
+        self._data: dict[Hashable, SharedGenerator[Any] | _CallFailed] = {}
         self._lock = threading.Lock()
 
     def clear(self) -> None:
@@ -192,12 +203,25 @@ class GeneratorCache:
         return len(self._data)
 
     def _get(self, key: Hashable, make: Callable[[], Generator[Any, Any, Any]]) -> SharedGenerator[Any]:
+        """The shared run for ``key``, made by ``make()`` the first time.
+
+        When ``make()`` itself raises (the wrapped function failed before
+        returning a generator), the exception is kept under ``key`` and raised
+        again by later calls without calling the function: a failure is
+        memoized like a result, as the seed library does.
+        """
         with self._lock:
-            shared = self._data.get(key)
-            if shared is None or shared._abandoned:
-                shared = SharedGenerator(make())
-                self._data[key] = shared
-            return shared
+            entry = self._data.get(key)
+            if isinstance(entry, _CallFailed):
+                raise entry.exc
+            if entry is None or entry._abandoned:
+                try:
+                    entry = SharedGenerator(make())
+                except Exception as exc:
+                    self._data[key] = _CallFailed(exc)
+                    raise
+                self._data[key] = entry
+            return entry
 
 
 _LIST, _DICT, _SET = object(), object(), object()
@@ -253,11 +277,39 @@ def cached_generator(arg: Any = None, /) -> Any:
     return decorate
 
 
+def _binder(func: Callable[..., Any]) -> Callable[[tuple[Any, ...], dict[str, Any]], Any] | None:
+    """A function that normalises a call's arguments against ``func``'s signature.
+
+    ``f(0)``, ``f(x=0)`` and ``f()`` with ``x=0`` as the default all give the
+    same bound arguments, so they share one cache entry.  None when the
+    signature cannot be read (some builtins): then arguments are used as given.
+    """
+    try:
+        signature = inspect.signature(func)
+    except (TypeError, ValueError):
+        return None
+
+    def bind(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        return bound.args, bound.kwargs
+
+    return bind
+
+
 def _memoize(func: F, cache: GeneratorCache) -> F:
     name = getattr(func, "__qualname__", repr(func))
+    bind = _binder(func)
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
+        if bind is not None:
+            try:
+                args, kwargs = bind(args, kwargs)
+            except TypeError:
+                # Arguments that do not fit the signature: let the function
+                # itself raise Python's usual message (nothing is cached).
+                return func(*args, **kwargs)  # type: ignore[no-any-return]
         try:
             key = (func, freeze(args), freeze(kwargs))
         except TypeError as exc:

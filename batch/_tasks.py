@@ -240,6 +240,16 @@ def deliver(targets: list[Any], results: list[Any], woken: list[Any]) -> None:
     count)`` for ``count`` consecutive operations of one join.  An
     ``Exception`` instance in ``results`` fails its operation.
     """
+    if len(results) == 1 and len(targets) == 1:
+        target = targets[0]
+        value = results[0]
+        if target.__class__ is Task:  # fill() of a task, written out: the commonest delivery
+            target[VALUE] = value
+            target[RESUME] = isinstance(value, Exception)
+            woken.append(target)
+        else:
+            fill(target[0], target[1], value, isinstance(value, Exception), woken)
+        return
     has_exc = False
     for t in set(map(type, results)):
         if issubclass(t, Exception):

@@ -33,6 +33,7 @@ from collections.abc import Hashable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, cast
 
+from ._errors import BatchError
 from ._operation import BatchableOperation
 
 __all__ = ["Database", "Insert", "Query", "Row", "Select", "quote_identifier"]
@@ -235,6 +236,9 @@ class Database:
         self.autocommit = autocommit
         self.latency = float(latency)
         self.name = name
+        # What recordings know this database by: the name you gave, never the
+        # connection (see Select._record_key).
+        self._source = name
         self.queries = 0
         """Statements run for operations so far (set it to 0 to start counting again)."""
         self.log: list[str] | None = [] if log else None
@@ -395,13 +399,18 @@ class Database:
         rolled back (or rolled back to the savepoint) before it propagates.
         """
         with self._connection() as conn:
+            try:
+                cur = conn.cursor()
+            except Exception as exc:
+                if _wrong_thread(conn, exc):
+                    raise BatchError(_WRONG_THREAD) from exc
+                raise
             with self._stats:
                 self.queries += 1
                 if self.log is not None:
                     self.log.append(sql)
             if self.latency:
                 time.sleep(self.latency)
-            cur = conn.cursor()
             try:
                 if self.autocommit:
                     return self._own_transaction(conn, cur, sql, params, many)
@@ -539,6 +548,44 @@ class Database:
         return results
 
 
+_WRONG_THREAD = (
+    "batch.sql: this sqlite3 connection was opened in another thread, and sqlite3 refuses to "
+    "use it from this one (with execute(..., max_workers=N) run_batch runs in worker threads). "
+    "Open it with sqlite3.connect(path, check_same_thread=False) (the Database lets one thread "
+    "use it at a time), or pass Database(connect=lambda: sqlite3.connect(path)) for a "
+    "connection per worker thread"
+)
+
+
+def _wrong_thread(conn: Any, exc: Exception) -> bool:
+    """Whether ``exc`` is sqlite3 refusing a connection made in another thread."""
+    return (type(conn).__module__ == "sqlite3" and type(exc).__name__ == "ProgrammingError"
+            and "thread" in str(exc))
+
+
+def _detached(cls: type[Any], state: dict[str, Any]) -> Any:
+    """Rebuild a pickled ``batch.sql`` operation without its Database (see ``__reduce__``).
+
+    Such an operation is a recording's key: it compares by what it asks and
+    can be replayed, but not run.
+    """
+    op = object.__new__(cls)
+    op.db = None
+    op._key = None
+    for name, value in state.items():
+        setattr(op, name, value)
+    return op
+
+
+def _no_database(op: Any) -> BatchError:
+    return BatchError(f"batch.sql: {op!r} was loaded from a saved recording and has no "
+                      f"Database; it can be replayed (batch.testing.replaying), not run")
+
+
+def _frozen_items(mapping: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+    return tuple(sorted(mapping.items(), key=lambda kv: kv[0]))
+
+
 def _column_index(names: list[str], column: str, sql: str) -> int:
     if column in names:
         return names.index(column)
@@ -566,7 +613,7 @@ class Select(BatchableOperation[Any]):
     Two selects are equal when database, kind, table, column and value are.
     """
 
-    __slots__ = ("db", "kind", "table", "column", "value", "_key")
+    __slots__ = ("db", "kind", "table", "column", "value", "_key", "_source")
 
     def __init__(self, db: Database, kind: str, table: str, where: dict[str, Any]) -> None:
         column, value = _one_column(kind, table, where)
@@ -585,6 +632,7 @@ class Select(BatchableOperation[Any]):
         self.column = column
         self.value = value
         self._key = key
+        self._source = db._source
 
     def batch_key(self) -> Hashable:
         """``(db, table, column)``: gets and filters on one column share a statement."""
@@ -594,7 +642,18 @@ class Select(BatchableOperation[Any]):
     def run_batch(cls, operations: list[Select]) -> list[Any]:
         """One ``SELECT ... IN (...)`` (per parameter-limit chunk); rows routed to each operation."""
         first = operations[0]
+        if first.db is None:
+            raise _no_database(first)
         return first.db._select(first.table, first.column, operations)
+
+    def _record_key(self) -> Hashable:
+        """What a recording matches on: what is asked, and the Database's ``name=``, not its connection."""
+        return (self._source, self.kind, self.table, self.column, self.value)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_detached, (type(self), {"kind": self.kind, "table": self.table,
+                                         "column": self.column, "value": self.value,
+                                         "_source": self._source}))
 
     def __eq__(self, other: object) -> bool:
         return (isinstance(other, Select) and self.db is other.db and self.kind == other.kind
@@ -610,7 +669,7 @@ class Select(BatchableOperation[Any]):
 class Insert(BatchableOperation[None]):
     """``db.insert``: one row; grouped by ``(db, table, columns)`` into one ``executemany``."""
 
-    __slots__ = ("db", "table", "row", "_key")
+    __slots__ = ("db", "table", "row", "_key", "_source")
 
     def __init__(self, db: Database, table: str, row: Mapping[str, Any]) -> None:
         if not isinstance(row, Mapping) or not row:
@@ -621,6 +680,7 @@ class Insert(BatchableOperation[None]):
         self.table = table
         self.row = dict(row)
         self._key = db._key("insert", table, tuple(self.row))
+        self._source = db._source
 
     def batch_key(self) -> Hashable:
         """``(db, table, set of columns)``."""
@@ -629,7 +689,17 @@ class Insert(BatchableOperation[None]):
     @classmethod
     def run_batch(cls, operations: list[Insert]) -> list[Any]:
         """One ``executemany`` for the whole group, in one transaction or savepoint."""
+        if operations[0].db is None:
+            raise _no_database(operations[0])
         return operations[0].db._insert(operations[0].table, operations)
+
+    def _record_key(self) -> Hashable:
+        """What a recording matches on: table and row, and the Database's ``name=``."""
+        return (self._source, "insert", self.table, _frozen_items(self.row))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_detached, (type(self), {"table": self.table, "row": self.row,
+                                         "_source": self._source}))
 
     def __repr__(self) -> str:
         return f"db.insert({self.table!r}, {self.row!r})"
@@ -638,7 +708,7 @@ class Insert(BatchableOperation[None]):
 class Query(BatchableOperation[Any]):
     """``db.query``: one raw statement; a round's queries run one after the other."""
 
-    __slots__ = ("db", "sql", "params", "_key")
+    __slots__ = ("db", "sql", "params", "_key", "_source")
 
     def __init__(self, db: Database, sql: str, params: Sequence[Any] | Mapping[str, Any]) -> None:
         if not isinstance(sql, str) or not sql.strip():
@@ -650,6 +720,7 @@ class Query(BatchableOperation[Any]):
         self.sql = sql
         self.params = params
         self._key = _Key(db, ("query",), "query")
+        self._source = db._source
 
     def batch_key(self) -> Hashable:
         """The database: a round's queries of one database go out in one call."""
@@ -658,7 +729,19 @@ class Query(BatchableOperation[Any]):
     @classmethod
     def run_batch(cls, operations: list[Query]) -> list[Any]:
         """Each query is its own statement; a failing one fails only itself."""
+        if operations[0].db is None:
+            raise _no_database(operations[0])
         return operations[0].db._query(operations)
+
+    def _record_key(self) -> Hashable:
+        """What a recording matches on: SQL and parameters, and the Database's ``name=``."""
+        params = self.params
+        frozen = _frozen_items(params) if isinstance(params, Mapping) else tuple(params)
+        return (self._source, "query", self.sql, frozen)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_detached, (type(self), {"sql": self.sql, "params": self.params,
+                                         "_source": self._source}))
 
     def __repr__(self) -> str:
         return f"db.query({self.sql!r}, {self.params!r})"

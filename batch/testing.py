@@ -270,20 +270,32 @@ def assert_rounds(expected: int) -> Iterator[Captured]:
             f"(in {n} execution{'s' * (n != 1)}):\n{seen.summary()}")
 
 
-def _shape_text(items: Sequence[tuple[Any, int]]) -> str:
+_NO_KEY: Any = object()
+
+
+def _key_matches(expected: Any, record: BatchRecord) -> bool:
+    if expected is _NO_KEY:
+        return True
+    key = record.key
+    return bool(key == expected or (isinstance(expected, str) and repr(key) == expected))
+
+
+def _shape_text(items: Sequence[tuple[Any, Any, int]]) -> str:
     parts = []
-    for op, size in items:
+    for op, key, size in items:
         name = op.__qualname__ if isinstance(op, type) else str(op)
-        parts.append(f"{_display(name)} x{size}")
+        shown = "" if key is _NO_KEY else f"[{key if isinstance(key, str) else repr(key)}]"
+        parts.append(f"{_display(name)}{shown} x{size}")
     return "[" + ", ".join(parts) + "]"
 
 
-def _check_pair(item: Any) -> tuple[Any, int]:
-    if (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], (str, type))
-            and isinstance(item[1], int) and not isinstance(item[1], bool)):
-        return item[0], item[1]
+def _check_pair(item: Any) -> tuple[Any, Any, int]:
+    if (isinstance(item, tuple) and len(item) in (2, 3) and isinstance(item[0], (str, type))
+            and isinstance(item[-1], int) and not isinstance(item[-1], bool)):
+        return item[0], (item[1] if len(item) == 3 else _NO_KEY), item[-1]
     raise TypeError(f"assert_batches() expects (operation class or name, size) pairs, "
-                    f"got {item!r}")
+                    f"got {item!r} (or (operation, batch key, size) triples, to match the "
+                    f"batch key too)")
 
 
 @contextmanager
@@ -296,12 +308,16 @@ def assert_batches(expected: Sequence[Any]) -> Iterator[Captured]:
     ("GetUser", 2)]``.  ``operation`` is the class itself, or its name
     (``"GetUser"`` also matches ``"Outer.GetUser"``); ``size`` is the number
     of operations sent in that ``run_batch`` call (after dedupe and
-    chunking).  A mismatch fails with an ``AssertionError`` that shows the
-    rounds side by side and the trace summary.
+    chunking).  A triple ``(operation, key, size)`` also matches the batch
+    key: the ``batch_key()`` itself, or its repr as text, so ``batch.sql``
+    batches are told apart by table and column:
+    ``[("Select", "users.id", 2), ("Select", "posts.author_id", 1)]``.
+    A mismatch fails with an ``AssertionError`` that shows the rounds side
+    by side and the trace summary.
     """
     per_round = bool(expected) and all(isinstance(x, list) for x in expected)
     if per_round:
-        want: list[list[tuple[Any, int]]] = [[_check_pair(p) for p in r] for r in expected]
+        want: list[list[tuple[Any, Any, int]]] = [[_check_pair(p) for p in r] for r in expected]
     else:
         if any(isinstance(x, list) for x in expected):
             raise TypeError("assert_batches() takes a list of rounds (lists of pairs) or a "
@@ -312,9 +328,10 @@ def assert_batches(expected: Sequence[Any]) -> Iterator[Captured]:
     rounds = [r.batches for r in seen.rounds]
     got = rounds if per_round else [[b for bs in rounds for b in bs]]
 
-    def same(w: list[tuple[Any, int]], g: list[BatchRecord]) -> bool:
+    def same(w: list[tuple[Any, Any, int]], g: list[BatchRecord]) -> bool:
         return len(w) == len(g) and all(
-            _name_matches(op, b) and size == b.size for (op, size), b in zip(w, g))
+            _name_matches(op, b) and _key_matches(key, b) and size == b.size
+            for (op, key, size), b in zip(w, g))
 
     if len(want) == len(got) and all(same(w, g) for w, g in zip(want, got)):
         return
@@ -322,7 +339,9 @@ def assert_batches(expected: Sequence[Any]) -> Iterator[Captured]:
     for i in range(max(len(want), len(got))):
         w = want[i] if i < len(want) else None
         g = got[i] if i < len(got) else None
-        g_text = "(none)" if g is None else _shape_text([(_display(b.name), b.size) for b in g])
+        keyed = w is not None and any(k is not _NO_KEY for _, k, _ in w)
+        g_text = "(none)" if g is None else _shape_text(
+            [(_display(b.name), repr(b.key) if keyed else _NO_KEY, b.size) for b in g])
         w_text = "(none)" if w is None else _shape_text(w)
         mark = "  " if (w is not None and g is not None and same(w, g)) else "! "
         label = f"round {i + 1}" if per_round else "all rounds"
@@ -369,11 +388,25 @@ def _outcome(value: Any) -> Any:
 _FORMAT = "batch.testing.Recording"
 
 
+def _record_key(op: Any) -> Any:
+    """What identifies ``op`` in a recording: the operation itself, unless it says otherwise.
+
+    An operation that holds a live resource (``batch.sql`` operations hold their
+    ``Database``) defines ``_record_key()`` returning what it asks for, so a
+    recording matches, saves and loads without the resource.
+    """
+    key = getattr(op, "_record_key", None)
+    return op if key is None else key()
+
+
 class Recording:
     """The results of operations captured by :func:`recording`, for :func:`replaying`.
 
     Operations are matched by class and ``==``/``hash`` (frozen dataclasses
-    work; unhashable operations are matched by ``==`` alone, more slowly).
+    work; unhashable operations are matched by ``==`` alone, more slowly);
+    ``batch.sql`` operations by what they ask (kind, table, column, value or
+    row, SQL and parameters) and the ``Database``'s ``name=`` if given, not by
+    the connection, so a recording replays against another ``Database``.
     When the same operation ran several times, its results are kept in
     order and replayed in order; past the last one, the last is repeated.
     A failure (an exception instance in ``run_batch``'s result, or an
@@ -383,25 +416,29 @@ class Recording:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._hashed: dict[tuple[type, Any], list[Any]] = {}
-        self._unhashed: list[tuple[type, Any, list[Any]]] = []
+        # (class, record key) -> (the first operation seen, its outcomes)
+        self._hashed: dict[tuple[type, Any], tuple[Any, list[Any]]] = {}
+        self._unhashed: list[tuple[type, Any, Any, list[Any]]] = []
 
     def _outcomes(self, op: Any, create: bool) -> list[Any] | None:
         cls = type(op)
+        key = _record_key(op)
         try:
             hashed = self._hashed
-            entry = hashed.get((cls, op))
-            if entry is None and create:
-                entry = hashed[(cls, op)] = []
-            return entry
+            entry = hashed.get((cls, key))
+            if entry is None:
+                if not create:
+                    return None
+                entry = hashed[(cls, key)] = (op, [])
+            return entry[1]
         except TypeError:  # unhashable: fall back to == on a list
-            for c, recorded, outcomes in self._unhashed:
-                if c is cls and recorded == op:
+            for c, recorded, _, outcomes in self._unhashed:
+                if c is cls and recorded == key:
                     return outcomes
             if not create:
                 return None
             fresh: list[Any] = []
-            self._unhashed.append((cls, op, fresh))
+            self._unhashed.append((cls, key, op, fresh))
             return fresh
 
     def add(self, operation: BatchableOperation[Any], result: Any) -> None:
@@ -419,7 +456,8 @@ class Recording:
     def operations(self) -> list[Any]:
         """The distinct operations recorded, in the order first seen."""
         with self._lock:
-            return [op for _, op in self._hashed] + [op for _, op, _ in self._unhashed]
+            return ([op for op, _ in self._hashed.values()]
+                    + [op for _, _, op, _ in self._unhashed])
 
     def __contains__(self, operation: object) -> bool:
         with self._lock:
@@ -434,8 +472,8 @@ class Recording:
 
     def _entries(self) -> list[tuple[type, Any, list[Any]]]:
         with self._lock:
-            return ([(cls, op, list(v)) for (cls, op), v in self._hashed.items()]
-                    + [(cls, op, list(v)) for cls, op, v in self._unhashed])
+            return ([(cls, op, list(v)) for (cls, _), (op, v) in self._hashed.items()]
+                    + [(cls, op, list(v)) for cls, _, op, v in self._unhashed])
 
     def save(self, path: str | Path) -> None:
         """Write the recording to ``path`` with :mod:`pickle`.
@@ -582,17 +620,27 @@ def _not_recorded(rec: Recording, op: Any) -> NotRecordedError:
     cls = type(op)
     name = cls.__qualname__
     same = [o for o in rec.operations() if type(o) is cls]
+    shown_op = repr(op)
+    if any(repr(o) == shown_op for o in same):
+        # Never show two operations that print alike as if they obviously differed.
+        return NotRecordedError(
+            f"{name} operation {shown_op} was not recorded, but a recorded {name} operation "
+            f"prints exactly the same and is not equal to it: {name}.__eq__ (or __hash__) "
+            f"compares something its repr does not show, such as a connection or client "
+            f"object; compare only what the operation asks for (a frozen dataclass of those "
+            f"fields), or give the class a _record_key() method returning it", op)
     if same:
         shown = ", ".join(repr(o) for o in same[:3]) + (", …" if len(same) > 3 else "")
         known = f"the recording has {len(same)} other {name} operation(s): {shown}"
     else:
         known = f"the recording has no {name} operation at all"
     hint = "record again with batch.testing.recording()"
-    if getattr(cls, "__eq__", None) is getattr(object, "__eq__", None):
+    if getattr(cls, "__eq__", None) is getattr(object, "__eq__", None) and not hasattr(
+            cls, "_record_key"):
         hint = (f"{name} compares by identity (it defines no __eq__), so no recorded "
                 f"operation can ever match: make it a frozen dataclass, or define __eq__ "
                 f"and __hash__")
-    return NotRecordedError(f"{name} operation {op!r} was not recorded ({known}); {hint}", op)
+    return NotRecordedError(f"{name} operation {shown_op} was not recorded ({known}); {hint}", op)
 
 
 @contextmanager

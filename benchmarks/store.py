@@ -28,6 +28,7 @@ class Sizes:
     w5_posts: int = 20
     w5_comments: int = 5
     w5_latency_ms: float = 1.0
+    w6_requests: int = 10_000
 
     def ops(self, workload: str) -> int:
         """Number of operations (W3: nesting levels) that per-op figures divide by."""
@@ -50,7 +51,7 @@ FULL = Sizes()
 # W3 stays deeper than the default recursion limit (1000) so that the
 # RecursionError path of recursive peers is exercised by the smoke run too.
 QUICK = Sizes(w1_ops=2_000, w2_roots=40, w3_depth=1_500, w4_roots=200, w4_keys=20,
-              w5_posts=4, w5_comments=2, w5_latency_ms=0.2)
+              w5_posts=4, w5_comments=2, w5_latency_ms=0.2, w6_requests=500)
 
 
 class Store:

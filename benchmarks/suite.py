@@ -9,13 +9,24 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import ideal, options, raw, sql_page, with_aiodataloader, with_asynq, with_batch
+from . import (
+    ideal,
+    options,
+    raw,
+    sql_page,
+    w6_requests,
+    w8_redis,
+    w9_http,
+    with_aiodataloader,
+    with_asynq,
+    with_batch,
+)
 from .harness import Entry, format_table, measure, rows_to_json
 from .store import Sizes
 
 __all__ = ["SECTIONS", "CONTENDERS", "RAW", "IDEAL", "BATCH", "entries", "title", "run"]
 
-SECTIONS = ("W1", "W2", "W3", "W4", "OPT", "W5")
+SECTIONS = ("W1", "W2", "W3", "W4", "OPT", "W5", "W6", "W8", "W9")
 # Short names for --contenders (the ideal loop always runs: it is the reference).
 CONTENDERS = ("raw", "batch", "asynq", "aiodataloader")
 IDEAL = "ideal plain loop"
@@ -92,7 +103,7 @@ def run(sizes: Sizes, repeat: int, only: Sequence[str] = SECTIONS, *, quick: boo
     ``options`` (option-cost rows) and ``w5`` (rows, or a ``status``).
     """
     doc: dict[str, Any] = {"meta": _meta(sizes, repeat, quick), "workloads": [],
-                           "options": [], "w5": []}
+                           "options": [], "w5": [], "w6": {}, "w8": []}
     emit(f"batch benchmarks: Python {doc['meta']['python']}, {doc['meta']['cpus']} cpus, "
          f"best and median of {repeat}" + (" (--quick)" if quick else ""))
     emit(SKIPPED_NOTE)
@@ -122,5 +133,17 @@ def run(sizes: Sizes, repeat: int, only: Sequence[str] = SECTIONS, *, quick: boo
             w5_rows = sql_page.measure_w5(sizes, repeat)
             doc["w5"] = sql_page.w5_to_json(w5_rows)
             emit(sql_page.format_w5(w5_rows, heading))
+    if "W6" in only:
+        emit("")
+        doc["w6"] = w6_requests.measure_w6(sizes.w6_requests, max(repeat, 3) if not quick else 1)
+        emit(w6_requests.format_w6(doc["w6"]))
+    if "W8" in only:
+        emit("")
+        doc["w8"] = w8_redis.measure_w8(quick)
+        emit(w8_redis.format_w8(doc["w8"]))
+    if "W9" in only:
+        doc["w9"] = w9_http.measure(quick, repeat)
+        emit("")
+        emit(w9_http.format_w9(doc["w9"]))
     return doc
 

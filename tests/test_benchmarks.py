@@ -10,6 +10,7 @@ missing or overflows the stack is reported.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -143,7 +144,7 @@ def test_contenders_selects_peers(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--only", "W9"], "--only takes sections of W1,W2,W3,W4,OPT,W5, got 'W9'"),
+    (["--only", "W99"], "--only takes sections of W1,W2,W3,W4,OPT,W5,W6,W8,W9, got 'W99'"),
     (["--contenders", "btrekkie"],
      "--contenders takes names of raw,batch,asynq,aiodataloader, got 'btrekkie'"),
     (["--quick", "--repeat", "0"], "--repeat must be at least 1, got 0"),
@@ -225,3 +226,28 @@ def test_json_rows_round_trip() -> None:
     summarize(rows, "batch")
     doc = harness.rows_to_json(rows)
     assert json.loads(json.dumps(doc))[1]["batches"] == [*range(20), "..."]
+
+
+def test_quick_run_w8(quick_run: tuple[dict[str, Any], str]) -> None:
+    doc, out = quick_run
+    w8 = doc["w8"]
+    assert "W8: Redis Streams tier" in out
+    if w8["status"] != "ok":   # no redis-server or redis-py here: said, not hidden
+        assert os.environ.get("CI") != "true", f"W8 did not run in CI: {w8['status']}"
+        assert f"skipped: {w8['status']}" in out
+        return
+    assert (w8["batch"]["requests"], w8["batch"]["wrong"]) == (1_000, 0)
+    assert w8["batch"]["per_s"] > 0 and w8["alone"]["p50_ms"] >= 5.0   # waits max_delay alone
+
+
+def test_quick_run_w6(quick_run: tuple[dict[str, Any], str]) -> None:
+    doc, out = quick_run
+    w6 = doc["w6"]
+    assert "W6: 500 requests, each a root that yields one operation" in out
+    names = [row["contender"] for row in w6["rows"]]
+    assert names[:4] == ["raw generator driven by hand", "batch.execute(root)",
+                         "await batch.execute_async(root), one after another",
+                         "execute_async, all requests at once (gather)"]
+    ok = [row for row in w6["rows"] if row["status"] == "ok"]
+    assert all(row["us_per_request"] > 0 for row in ok)
+    assert w6["ratios"]["execute_x_raw"] > 0   # a ratio, not a verdict: timings belong in the tables

@@ -7,6 +7,7 @@ the user's object is named, the contract is stated, the fix is shown.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import gc
 import inspect
 import re
@@ -18,7 +19,13 @@ from typing import Any
 import pytest
 
 import batch
-from batch._errors import BatchSettingError
+from batch._errors import (
+    BatchSettingError,
+    run_batch_generator_expression_error,
+    unhashable_operation_error,
+    yield_from_iterator_error,
+    yielded_value_error,
+)
 
 Gen = Generator[Any, Any, Any]
 HERE = re.escape(__file__)
@@ -935,3 +942,299 @@ def test_keyboard_interrupt_while_a_structure_starts_its_generators_closes_the_s
     # 4 never started, so it has no `finally` to run.
     assert closed == [3, 1, 2, "parent"]  # children in the order found, then the parent
     assert recorder.calls == []
+
+
+# -- silent mistakes (issue 14): refused at class definition or first use ----------------
+
+
+
+class _Plain(batch.BatchableOperation[int]):
+    def __init__(self, k: int) -> None:
+        self.k = k
+
+    def __repr__(self) -> str:
+        return f"_Plain({self.k})"
+
+    @classmethod
+    def run_batch(cls, operations: list[_Plain]) -> list[int]:
+        return [op.k for op in operations]
+
+
+@pytest.mark.parametrize("setting", ["dedupe", "cache_results"])
+def test_dedupe_or_cache_on_a_class_comparing_by_identity_is_refused(setting: str) -> None:
+    class GetUser(batch.BatchableOperation[int]):
+        def __init__(self, uid: int) -> None:
+            self.uid = uid
+
+        @classmethod
+        def run_batch(cls, operations: list[GetUser]) -> list[int]:
+            calls.append([op.uid for op in operations])
+            return [op.uid for op in operations]
+
+    setattr(GetUser, setting, True)
+    calls: list[list[int]] = []
+    message = (rf"GetUser has {setting} = True, but .*GetUser compares its operations by "
+               rf"identity \(it defines no __eq__ and __hash__\), so no two .*GetUser operations "
+               rf"are ever equal and {setting} would do nothing\. Make .*GetUser a "
+               rf"@dataclass\(frozen=True\), or define __eq__ and __hash__")
+    with pytest.raises(BatchSettingError, match=message):
+        batch.execute([GetUser(1), GetUser(1)])
+    assert calls == []
+
+
+def test_a_frozen_dataclass_with_dedupe_is_accepted_and_merges_equal_operations() -> None:
+    # @dataclass adds __eq__/__hash__ after __init_subclass__ ran: the check
+    # must not look at the class before the decorator finished.
+    calls: list[list[int]] = []
+
+    @dataclasses.dataclass(frozen=True)
+    class GetUser(batch.BatchableOperation[int]):
+        uid: int
+        dedupe = True
+
+        @classmethod
+        def run_batch(cls, operations: list[GetUser]) -> list[int]:
+            calls.append([op.uid for op in operations])
+            return [op.uid * 10 for op in operations]
+
+    assert batch.execute([GetUser(1), GetUser(1), GetUser(2)]) == [10, 10, 20]
+    assert calls == [[1, 2]]
+
+
+def test_equality_from_a_mixin_counts() -> None:
+    class ByKey:
+        k: int
+
+        def __eq__(self, other: object) -> bool:
+            return type(other) is type(self) and other.k == self.k  # type: ignore[attr-defined]
+
+        def __hash__(self) -> int:
+            return hash(self.k)
+
+    class Cached(_Plain, ByKey):
+        cache_results = True
+
+    cache = batch.OperationCache()
+    cache.prime(Cached(1), 99)
+    assert batch.execute([Cached(1), Cached(2)], cache=cache) == [99, 2]
+
+
+def test_run_batch_without_classmethod_is_refused_at_class_definition() -> None:
+    with pytest.raises(BatchSettingError, match=(
+            r"GetUser\.run_batch must be a classmethod \(the executor calls "
+            r".*GetUser\.run_batch\(operations\) on the class, once per group\); write:\n"
+            r"    @classmethod\n    def run_batch\(cls, operations\): \.\.\.$")):
+        class GetUser(batch.BatchableOperation[int]):
+            def run_batch(self, operations: list[Any]) -> list[int]:  # type: ignore[override]
+                return []
+
+
+def test_async_run_batch_without_classmethod_is_refused_too() -> None:
+    with pytest.raises(BatchSettingError, match=r"Fetch\.run_batch must be a classmethod"):
+        class Fetch(batch.BatchableOperation[int]):
+            async def run_batch(self, operations: list[Any]) -> list[int]:  # type: ignore[override]
+                return []
+
+
+def test_a_staticmethod_run_batch_is_accepted() -> None:
+    class Echo(batch.BatchableOperation[int]):
+        def __init__(self, k: int) -> None:
+            self.k = k
+
+        @staticmethod
+        def run_batch(operations: list[Any]) -> list[int]:  # type: ignore[override]
+            return [op.k for op in operations]
+
+    assert batch.execute([Echo(1), Echo(2)]) == [1, 2]
+
+
+# -- messages the executor will raise (worded in batch._errors) ---------------------------
+
+@dataclasses.dataclass(frozen=True)
+class GetUsers(batch.BatchableOperation[list[int]]):
+    ids: list[int]
+    dedupe = True
+
+    @classmethod
+    def run_batch(cls, operations: list[GetUsers]) -> list[list[int]]:
+        return [list(op.ids) for op in operations]
+
+
+UNHASHABLE_FIELD = (r"GetUsers has dedupe = True, but its operations cannot be hashed: in "
+                    r"GetUsers\(ids=\[1, 2\]\) the field 'ids' holds a list \(unhashable type: "
+                    r"'list'\); store a tuple there instead \(e\.g\. ids=tuple\(\.\.\.\)\), so "
+                    r"equal operations can be merged")
+
+
+def test_unhashable_field_message_names_the_field() -> None:
+    op = GetUsers([1, 2])
+    try:
+        hash(op)
+    except TypeError as exc:
+        error = unhashable_operation_error(GetUsers, op, exc, "dedupe")
+    assert isinstance(error, batch.BatchError)
+    assert re.match(UNHASHABLE_FIELD, str(error)), str(error)
+    assert "make it a frozen dataclass" not in str(error)
+
+
+def test_unhashable_message_for_a_dataclass_that_is_not_frozen() -> None:
+    @dataclasses.dataclass
+    class Loose(batch.BatchableOperation[int]):
+        k: int
+        cache_results = True
+
+    op = Loose(1)
+    try:
+        hash(op)
+    except TypeError as exc:
+        error = unhashable_operation_error(Loose, op, exc, "cache_results")
+    assert str(error).endswith("(unhashable type: 'Loose'): a dataclass that is not frozen has "
+                               "no __hash__; write @dataclass(frozen=True) on " + Loose.__qualname__)
+
+
+def test_a_frozen_dataclass_with_a_list_field_names_the_field_when_run() -> None:
+    with pytest.raises(batch.BatchError, match=UNHASHABLE_FIELD):
+        batch.execute([GetUsers([1, 2]), GetUsers([1, 2])])
+
+
+def gen_genexpr() -> Gen:
+    return (yield (_Plain(i) for i in range(3)))
+
+
+GENEXPR = (r"gen_genexpr \(.*\) yielded a generator expression; it is neither an operation nor a "
+           r"structure, so it would run item by item and give None\. Yield a list: "
+           r"`results = yield \[GetUser\(i\) for i in ids\]` \(note the square brackets\)")
+
+
+def test_yielded_generator_expression_message() -> None:
+    value = (_Plain(i) for i in range(3))
+    error = yielded_value_error("gen_genexpr (x.py:1)", value)
+    assert isinstance(error, batch.YieldTypeError)
+    assert re.match(GENEXPR, str(error)), str(error)
+    assert value.gi_frame is None  # closed
+
+
+def test_yielding_a_generator_expression_is_an_error() -> None:
+    with pytest.raises(batch.YieldTypeError, match=GENEXPR):
+        batch.execute(gen_genexpr())
+
+
+async def fetch_user() -> int:
+    return 1
+
+
+COROUTINE = (r"yielded coroutine \(a coroutine cannot be yielded; make run_batch async instead, "
+             r"with execute_async\): fetch_user\(\) was closed without running\. A batch "
+             r"generator cannot await: put the awaiting in an `async def run_batch` of an "
+             r"operation and run the tree with batch\.execute_async")
+
+
+def test_yielded_coroutine_message_and_the_coroutine_is_closed() -> None:
+    coro = fetch_user()
+    error = yielded_value_error("gen (x.py:1)", coro)
+    assert error is not None and re.search(COROUTINE, str(error)), error
+    assert coro.cr_frame is None  # closed: no "never awaited" warning blamed on batch
+
+
+def test_yielding_a_coroutine_is_an_error_and_closes_it() -> None:
+    coro = fetch_user()
+
+    def gen() -> Gen:
+        return (yield coro)
+
+    try:
+        with pytest.raises(batch.YieldTypeError, match=COROUTINE):
+            batch.execute(gen())
+        assert coro.cr_frame is None
+    finally:
+        coro.close()
+
+
+async def agen_users(n: int) -> Any:
+    yield n
+
+
+AGEN = (r"yielded an async generator \(agen_users\); batch generators are plain generators: "
+        r"write `def agen_users\(\.\.\.\)` \(not async def\) and yield its operations, or make "
+        r"the async part an `async def run_batch`")
+
+
+def test_yielded_async_generator_message() -> None:
+    agen = agen_users(1)
+    error = yielded_value_error("gen (x.py:1)", agen)
+    assert error is not None and re.search(AGEN, str(error)), error
+
+
+def test_yielding_an_async_generator_is_an_error() -> None:
+    def gen() -> Gen:
+        return (yield agen_users(1))
+
+    with pytest.raises(batch.YieldTypeError, match=AGEN):
+        batch.execute(gen())
+
+
+def gen_user(uid: int) -> Gen:
+    return (yield _Plain(uid))
+
+
+FUNCTION = (r"yielded the generator function gen_user itself, not a generator; call it: "
+            r"`yield gen_user\(\.\.\.\)`")
+
+
+def test_yielded_generator_function_message() -> None:
+    error = yielded_value_error("gen (x.py:1)", gen_user)
+    assert error is not None and re.search(FUNCTION, str(error)), error
+    assert yielded_value_error("gen (x.py:1)", _Plain(1)) is None
+    assert yielded_value_error("gen (x.py:1)", gen_user(1)) is None
+
+
+def test_yielding_a_generator_function_is_an_error() -> None:
+    def gen() -> Gen:
+        return (yield gen_user)
+
+    with pytest.raises(batch.YieldTypeError, match=FUNCTION):
+        batch.execute(gen())
+
+
+YIELD_FROM_LIST = (r"used `yield from` on a list_iterator \(e\.g\. `yield from \[op1, op2\]`\); "
+                   r"`yield from` takes one operation or generator\. For several at once write "
+                   r"`a, b = yield \[op1, op2\]`, or in the typed style "
+                   r"`a, b = yield from batch\.gather\(op1, op2\)`")
+
+
+def test_yield_from_a_list_message() -> None:
+    error = yield_from_iterator_error("gen (x.py:1)", iter([1, 2]))
+    assert re.search(YIELD_FROM_LIST, str(error)), error
+
+
+def test_yield_from_a_list_is_an_error() -> None:
+    def gen() -> Gen:
+        return (yield from [_Plain(1), _Plain(2)])
+
+    with pytest.raises(batch.YieldTypeError, match=YIELD_FROM_LIST):
+        batch.execute(gen())
+
+
+class Lazy(batch.BatchableOperation[int]):
+    def __init__(self, k: int) -> None:
+        self.k = k
+
+    @classmethod
+    def run_batch(cls, operations: list[Lazy]) -> Any:
+        return (op.k for op in operations)
+
+
+GENEXPR_RESULT = (r"^Lazy\.run_batch returned a generator expression; it must return a list with "
+                  r"one result per operation, in order: "
+                  r"`return \[rows\.get\(op\.key\) for op in operations\]` \(square brackets\)")
+
+
+def test_run_batch_generator_expression_message() -> None:
+    error = run_batch_generator_expression_error("Lazy.run_batch")
+    assert isinstance(error, batch.BatchResultError)
+    assert re.match(GENEXPR_RESULT, str(error)), error
+
+
+def test_run_batch_returning_a_generator_expression_is_an_error() -> None:
+    with pytest.raises(batch.BatchResultError, match=GENEXPR_RESULT):
+        batch.execute(Lazy(1))

@@ -303,8 +303,9 @@ def test_cached_generator_with_list_set_and_dict_arguments(recorder: Any) -> Non
              gen_lookup(ids=[1, 2]), gen_lookup(ids=[1, 2])]
     assert recorder.execute(first) == ["[1, 2]", "[1, 2]", "[2, 1]", "{3, 4}", "{3, 4}",
                                        "[1, 2]", "[1, 2]", "[1, 2]", "[1, 2]"]
+    # ids=[1, 2] is normalised against the signature: it shares gen_lookup([1, 2])'s entry
     assert runs == [([1, 2], None), ([2, 1], None), ({3, 4}, None),
-                    ([1, 2], {"a": [1], "b": {2}}), ([1, 2], None)]
+                    ([1, 2], {"a": [1], "b": {2}})]
 
 
 def test_cached_generator_with_unhashable_arguments() -> None:
@@ -432,3 +433,76 @@ def test_gen_identity(recorder: Any) -> None:
     assert recorder.rounds == 0
     assert GenUtils.gen_identity is batch.gen_identity
     assert GenUtils.gen_structured is batch.gen_structured
+
+
+def test_cached_raise(recorder: Any) -> None:
+    # The seed's test: the wrapped function raises when CALLED (before any
+    # generator exists); the exception is memoized and raised again without
+    # calling the function.
+    calls: list[int] = []
+
+    @cached_generator
+    def gen_checked(n: int) -> Gen:
+        calls.append(n)
+        if n < 0:
+            raise ValueError(f"negative {n}")
+        return batch.gen_identity(n)
+
+    with pytest.raises(ValueError, match=r"^negative -1$"):
+        gen_checked(-1)
+    with pytest.raises(ValueError, match=r"^negative -1$"):
+        gen_checked(-1)
+    with pytest.raises(ValueError, match=r"^negative -1$"):
+        gen_checked(n=-1)
+    assert calls == [-1]
+    assert recorder.execute(gen_checked(2)) == 2
+    assert calls == [-1, 2]
+
+
+def test_cached_raise_is_forgotten_by_clear() -> None:
+    cache = GeneratorCache()
+    calls: list[int] = []
+
+    @cached_generator(cache)
+    def gen_checked(n: int) -> Gen:
+        calls.append(n)
+        raise KeyError(n)
+
+    for _ in range(2):
+        with pytest.raises(KeyError):
+            gen_checked(1)
+    assert (calls, len(cache)) == ([1], 1)
+    cache.clear()
+    with pytest.raises(KeyError):
+        gen_checked(1)
+    assert calls == [1, 1]
+
+
+def test_cached_generator_normalises_arguments_against_the_signature(recorder: Any) -> None:
+    Op = recorder.op("Op")
+    runs: list[tuple[int, int]] = []
+
+    @cached_generator
+    def gen_page(x: int, size: int = 10) -> Gen:
+        runs.append((x, size))
+        return (yield Op((x, size)))
+
+    calls = [gen_page(0), gen_page(x=0), gen_page(0, 10), gen_page(0, size=10),
+             gen_page(size=10, x=0), gen_page(0, 20)]
+    assert recorder.execute(calls) == [(0, 10)] * 5 + [(0, 20)]
+    assert runs == [(0, 10), (0, 20)]
+    assert recorder.calls == [("Op", [(0, 10), (0, 20)])]
+
+
+def test_cached_generator_with_arguments_that_do_not_fit_raises_pythons_error() -> None:
+    calls: list[int] = []
+
+    @cached_generator
+    def gen_one(x: int) -> Gen:
+        calls.append(x)
+        return x
+        yield  # pragma: no cover
+
+    with pytest.raises(TypeError, match=r"gen_one\(\) got an unexpected keyword argument 'y'"):
+        gen_one(y=1)
+    assert calls == []

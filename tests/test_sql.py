@@ -8,6 +8,7 @@ tests/sql_backends.py: the postgres run needs BATCH_TEST_PG_DSN, which
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sqlite3
 import threading
 import time
@@ -602,3 +603,120 @@ def test_select_results_can_be_cached_across_rounds(sqlite_only: Backend) -> Non
 
     assert batch.execute(gen()) == (user(1), user(1))
     assert db.queries == 1
+
+
+# -- record and replay, assertions, threads (issue 14) ---------------------------------------
+
+from batch.testing import (  # noqa: E402
+    NotRecordedError,
+    Recording,
+    assert_batches,
+    recording,
+    replaying,
+)
+
+
+def gen_post_page(db: Database, post_id: int) -> Generator[Any, Any, Any]:
+    post = yield db.get("posts", id=post_id)
+    author, comments = yield db.get("users", id=post["author_id"]), db.filter("comments", post_id=post_id)
+    return post["title"], author["name"], [c["body"] for c in comments]
+
+
+def test_sql_operations_record_save_load_and_replay_on_another_database(
+        sqlite_only: Backend, tmp_path: Any) -> None:
+    db = Database(sqlite_only.connect(), log=True)
+    with recording() as rec:
+        page = batch.execute(gen_post_page(db, 10))
+        batch.execute([db.insert("users", {"id": 7, "name": "Eve", "team": None}),
+                       db.query("SELECT count(*) AS n FROM users WHERE team = ?", ["red"])])
+    assert page == ("first", "Ada", ["nice", "meh"])
+    path = tmp_path / "page.rec"
+    rec.save(path)                      # the operations hold a connection: saved without it
+    loaded = Recording.load(path)
+    assert len(loaded) == len(rec) == 5
+
+    other = Database(sqlite_only.connect(), log=True)   # another Database, another connection
+    with replaying(loaded), assert_batches([[("Select", 1)], [("Select", 1), ("Select", 1)]]):
+        assert batch.execute(gen_post_page(other, 10)) == page
+    with replaying(loaded):
+        assert batch.execute([other.insert("users", {"team": None, "name": "Eve", "id": 7}),
+                              other.query("SELECT count(*) AS n FROM users WHERE team = ?",
+                                          ("red",))]) == [None, [{"n": 2}]]
+    assert other.log == []              # nothing reached the database
+
+
+def test_a_loaded_sql_operation_cannot_run_without_a_database(sqlite_only: Backend,
+                                                              tmp_path: Any) -> None:
+    db = Database(sqlite_only.connect())
+    with recording() as rec:
+        batch.execute(db.get("users", id=1))
+    rec.save(tmp_path / "one.rec")
+    (op,) = Recording.load(tmp_path / "one.rec").operations()
+    assert repr(op) == "db.get('users', id=1)" and op == op
+    with pytest.raises(batch.BatchError, match=r"^batch\.sql: db\.get\('users', id=1\) was loaded "
+                                               r"from a saved recording and has no Database; it "
+                                               r"can be replayed \(batch\.testing\.replaying\), "
+                                               r"not run"):
+        batch.execute(op)
+
+
+def test_named_databases_are_told_apart_in_recordings(sqlite_only: Backend) -> None:
+    primary = Database(sqlite_only.connect(), name="primary")
+    with recording() as rec:
+        batch.execute(primary.get("users", id=1))
+    replica = Database(sqlite_only.connect(), name="replica")
+    with replaying(rec):
+        assert batch.execute(Database(sqlite_only.connect(), name="primary").get("users", id=1)) == user(1)
+        with pytest.raises(NotRecordedError):
+            batch.execute(replica.get("users", id=1))
+
+
+def test_a_missing_operation_is_never_shown_equal_to_a_recorded_one(sqlite_only: Backend) -> None:
+    @dataclasses.dataclass(frozen=True)
+    class Lookup(batch.BatchableOperation[int]):
+        key: int
+        client: object      # compared by __eq__, not shown by __repr__
+
+        def __repr__(self) -> str:
+            return f"Lookup({self.key})"
+
+        @classmethod
+        def run_batch(cls, operations: list[Any]) -> list[int]:
+            return [op.key for op in operations]
+
+    with recording() as rec:
+        batch.execute(Lookup(1, object()))
+    with replaying(rec), pytest.raises(NotRecordedError, match=(
+            r"Lookup operation Lookup\(1\) was not recorded, but a recorded .*Lookup operation "
+            r"prints exactly the same and is not equal to it: .*Lookup\.__eq__ \(or __hash__\) "
+            r"compares something its repr does not show")):
+        batch.execute(Lookup(1, object()))
+
+
+def test_assert_batches_matches_sql_batches_by_table_and_column(sqlite_only: Backend) -> None:
+    db = Database(sqlite_only.connect())
+    with assert_batches([[("Select", "posts.id", 1)],
+                         [("Select", "users.id", 1), ("Select", "comments.post_id", 1)]]):
+        batch.execute(gen_post_page(db, 10))
+    with pytest.raises(AssertionError, match=(
+            r"! round 2: expected \[Select\[users\.id\] x1, Select\[posts\.author_id\] x1\], "
+            r"got \[Select\[users\.id\] x1, Select\[comments\.post_id\] x1\]")):
+        with assert_batches([[("Select", "posts.id", 1)],
+                             [("Select", "users.id", 1), ("Select", "posts.author_id", 1)]]):
+            batch.execute(gen_post_page(db, 10))
+
+
+def test_a_default_sqlite_connection_in_worker_threads_says_how_to_fix_it(
+        sqlite_only: Backend) -> None:
+    db = Database(sqlite_only.connect())   # check_same_thread=True, sqlite3's default
+    with pytest.raises(batch.BatchError, match=(
+            r"^batch\.sql: this sqlite3 connection was opened in another thread, and sqlite3 "
+            r"refuses to use it from this one \(with execute\(\.\.\., max_workers=N\) run_batch "
+            r"runs in worker threads\)\. Open it with sqlite3\.connect\(path, "
+            r"check_same_thread=False\) .* or pass Database\(connect=lambda: "
+            r"sqlite3\.connect\(path\)\) for a connection per worker thread")) as info:
+        batch.execute([db.get("users", id=1), db.get("posts", id=10)], max_workers=4)
+    assert isinstance(info.value.__cause__, sqlite3.ProgrammingError)
+    assert db.queries == 0
+    # the same connection still works from its own thread
+    assert batch.execute([db.get("users", id=1), db.get("posts", id=10)])[0] == user(1)

@@ -684,3 +684,15 @@ def test_pytest_plugin_prints_the_trace_summary_on_failure(tmp_path: Path) -> No
     assert "1 round, 1 batch, 2 operations sent" in section
     assert "FakeStore.Get" in section
     assert out.count("batch trace") == 1  # only for the failed test
+
+
+def test_fake_store_settings_do_not_leak_to_later_stores() -> None:
+    first = FakeStore({i: i for i in range(4)})
+    first.Get.max_batch_size = 1
+    first.Get.dedupe = True
+    later = FakeStore({i: i for i in range(4)})
+    assert (later.Get.max_batch_size, later.Get.dedupe) == (None, False)
+    assert batch.execute([later.Get(i) for i in (0, 1, 1, 2)]) == [0, 1, 1, 2]
+    assert later.calls == [("Get", [0, 1, 1, 2])]
+    assert batch.execute([first.Get(i) for i in (0, 1, 1)]) == [0, 1, 1]
+    assert first.calls == [("Get", [0]), ("Get", [1])]
