@@ -58,8 +58,10 @@ __all__ = [
 # Invariants: a task is in at most one place at a time - the ready stack, a
 # group's targets (waiting on an operation), a shared generator's waiters, or
 # held as the sink of a child task or the followers of an in-flight cache
-# entry.  Once its bottom generator returns, the task is dropped: nothing
-# refers to it, so its frames go at once.
+# entry.  Besides, from its creation until its bottom generator returns, it
+# is in its core's registry of live tasks (``Core.live``), which is how
+# abort() finds it whatever state the core is in.  Once its bottom generator
+# returns, the task is dropped: nothing refers to it, so its frames go at once.
 Task: Final = list
 GEN: Final = 0
 CTX: Final = 1
