@@ -11,12 +11,15 @@ from ._api import execute_async as execute_async
 from ._api import execute_iter as execute_iter
 from ._api import execute_many as execute_many
 from ._api import execute_many_async as execute_many_async
+from ._batchers import AsyncBatcher as AsyncBatcher
+from ._batchers import DynamicBatcher as DynamicBatcher
 from ._cache import OperationCache as OperationCache
 from ._errors import BatchError as BatchError
 from ._errors import BatchResultError as BatchResultError
 from ._errors import CycleError as CycleError
 from ._errors import GeneratorReusedError as GeneratorReusedError
 from ._errors import YieldTypeError as YieldTypeError
+from ._function_op import operation as operation
 from ._operation import BatchableOperation as BatchableOperation
 from ._operation import Batcher as Batcher
 from ._operation import GenResult as GenResult
@@ -48,6 +51,8 @@ def __getattr__(name: str) -> object:
     raise AttributeError(f"module 'batch' has no attribute {name!r}")
 
 __all__ = [
+    "AsyncBatcher",
+    "DynamicBatcher",
     "BatchError",
     "BatchExecutor",
     "BatchResultError",
@@ -73,5 +78,6 @@ __all__ = [
     "gather_list",
     "gen_identity",
     "gen_structured",
+    "operation",
     "settled",
 ]

@@ -99,7 +99,7 @@ import enum
 import logging
 import threading
 import types
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Iterable
 from typing import Any
 
 from . import _hooks
@@ -125,7 +125,7 @@ from ._mailbox import ANSWER, RETRY, SHARED, Mailbox
 from ._operation import BatchableOperation, Settled
 from ._sharing import RUNNING, SharedGenerator
 from ._stepping import enqueue, step
-from ._tasks import SEND, SINCE, Join, Root, Task, by_since, deliver, fill
+from ._tasks import HOLD, SEND, SINCE, SINK, Join, Root, Task, by_since, deliver, fill, open_join
 from ._teardown import climb, close_tasks, closing_order, find_cycle
 from ._trace import RoundRecord, Trace
 
@@ -161,8 +161,8 @@ class Core:
     # which is what a server running thousands of them at once pays for.
     __slots__ = ("_cache", "trace", "hook", "rounds", "cache_hits", "ready", "woken", "live",
                  "building", "clock", "sort_woken", "root_gens", "first_root", "groups",
-                 "dispatching", "calls_out", "_round_calls", "shared", "_mailbox", "thread", "loop",
-                 "closed", "enclosing")
+                 "dispatching", "calls_out", "_round_calls", "shared", "_mailbox", "_limit", "thread",
+                 "loop", "closed", "enclosing")
 
     def __init__(self, *, cache: OperationCache | None = None, trace: Trace | None = None) -> None:
         if cache is not None and not isinstance(cache, OperationCache):
@@ -207,6 +207,7 @@ class Core:
         self._round_calls: dict[int, list[Any]] | None = None  # trace: id(record) -> [record, calls left]
         self.shared: dict[SharedGenerator[Any], None] = {}  # started by this execution
         self._mailbox: Mailbox | None = None
+        self._limit: int | None = None  # ``take(max_size=)`` of the take being prepared
         # Who drives this core, so that another execution knows whether it may
         # wait on it (see ``may_wait_on``): the thread that sends its cached
         # operations, and the event loop an async driver sets.
@@ -447,8 +448,16 @@ class Core:
 
     # -- phase 2 -----------------------------------------------------------------
 
-    def take(self, keys: list[Hashable] | None = None) -> list[Call]:
-        """End the step phase: turn queued groups into calls (all, or those of ``keys``)."""
+    def take(self, keys: list[Hashable] | None = None, max_size: int | None = None) -> list[Call]:
+        """End the step phase: turn queued groups into calls (all, or those of ``keys``).
+
+        ``max_size`` chunks every group to at most that many operations per
+        call, besides its class's own ``max_batch_size`` (a batcher's limit).
+        """
+        if max_size is not None:
+            self._limit = max_size
+        elif self._limit is not None:
+            self._limit = None
         if keys is None:
             if len(self.groups) == 1 and self.trace is None:
                 # One group, no trace: the round of a small tree, kept short.
@@ -527,13 +536,16 @@ class Core:
             return []
         trace = self.trace
         n = len(uniq)
-        if info.max_cost is None and (info.max_size is None or n <= info.max_size):
+        size = info.max_size
+        if self._limit is not None and (size is None or self._limit < size):
+            size = self._limit
+        if info.max_cost is None and (size is None or n <= size):
             d.pending = 1  # one call: no chunking to work out; its result is the results
             calls = [Call(d, 0, n, uniq, hook, trace, within)]
             d.calls = calls
             return calls
         d.results = [None] * n  # filled chunk by chunk
-        bounds, failures = chunks(info, uniq)
+        bounds, failures = chunks(info, uniq, size)
         d.pending = len(bounds) + len(failures)
         if len(bounds) == 1 and not failures:
             calls = [Call(d, 0, n, uniq, hook, trace, within)]
@@ -661,6 +673,74 @@ class Core:
                 shared = isinstance(value, Exception)
                 other.mailbox().post(ANSWER, target, fresh_failure(value) if shared else value)
 
+    # -- a caller gives up (batchers) ---------------------------------------------
+
+    def withdraw(self, roots: Iterable[Root]) -> list[str]:
+        """Close the trees of ``roots`` only and withdraw their operations not sent yet.
+
+        For a driver that serves many callers (a batcher) whose caller
+        cancelled.  Every generator that works for one of ``roots`` alone
+        is closed (innermost first, in its own context); its queued
+        operations leave their groups (a group left empty is dropped), and
+        answers still to come for it (calls in flight, cache followers,
+        shared generators, other executions) are dropped when they arrive.
+        Work shared with other roots (a deduplicated or cached operation, a
+        shared generator, a layered batch) goes on for them.  The roots
+        never resolve.  Returns what raised while closing (as text).
+        """
+        gone = {id(r) for r in roots}
+        if not gone:
+            return []
+        memo: dict[int, bool] = {}
+
+        def withdrawn(x: Any) -> bool:
+            # Climb the waiters of ``x`` to its end point: one of ``roots``,
+            # or something shared (another root, a shared generator, a call).
+            path = []
+            while True:
+                k = id(x)
+                known = memo.get(k)
+                if known is not None:
+                    break
+                path.append(k)
+                cls = x.__class__
+                if cls is Task:
+                    x = x[SINK]
+                elif cls is Join:
+                    x = x.sink
+                elif cls is tuple:
+                    x = x[0]
+                else:
+                    known = k in gone
+                    break
+            for k in path:
+                memo[k] = known
+            return known
+
+        tasks = closing_order([t for t in self.live.values() if withdrawn(t)], None)
+        for task in tasks:
+            del self.live[id(task)]
+        self.ready[:] = [t for t in self.ready if not withdrawn(t)]
+        self.woken[:] = [t for t in self.woken if not withdrawn(t)]
+        for key, group in list(self.groups.items()):
+            _drop_targets(group, withdrawn)
+            if not group.targets:
+                del self.groups[key]
+        for d in self.dispatching:
+            # Sent already: the call goes on; the answer for a withdrawn
+            # waiter falls into a join nobody waits on.
+            d.group.targets = [_nowhere(t) if withdrawn(t) else t for t in d.group.targets]
+            for marker in d.markers or ():
+                marker.followers[:] = [t for t in marker.followers if not withdrawn(t)]
+        for shared in self.shared:
+            shared._waiters = [w for w in shared._waiters if not withdrawn(w[0])]
+        if self._mailbox is not None:
+            waiting = self._mailbox.waiting
+            for key, (target, _, _) in list(waiting.items()):
+                if withdrawn(target):
+                    del waiting[key]  # an answer that still comes is ignored (Mailbox.take)
+        return close_tasks(tasks)
+
     # -- the end -----------------------------------------------------------------
 
     def abort(self, exc: BaseException | None) -> None:
@@ -754,3 +834,35 @@ def _earliest_since(targets: list[Any], default: float) -> float:
 def _shared_name(shared: SharedGenerator[Any]) -> str:
     return name_of(shared._gen) if shared._gen is not None else repr(shared)
 
+
+
+def _drop_targets(group: Group, withdrawn: Callable[[Any], bool]) -> None:
+    """Take a queued group's withdrawn targets and their operations out of it."""
+    ops = group.ops
+    if ops.__class__ is DedupeOps:
+        yielded = [ops[p] if p >= 0 else ops.unhashable[-1 - p][0] for p in ops.positions]
+    else:
+        yielded = ops
+    targets: list[Any] = []
+    kept: list[Any] = []
+    pos = 0
+    for t in group.targets:
+        n = 1 if t.__class__ is Task else t[2]
+        if not withdrawn(t):
+            targets.append(t)
+            kept.extend(yielded[pos:pos + n])
+        pos += n
+    if len(targets) == len(group.targets):
+        return
+    group.targets = targets
+    fresh: list[Any] = DedupeOps() if ops.__class__ is DedupeOps else []
+    fresh.extend(kept)
+    group.ops = fresh
+
+
+def _nowhere(target: Any) -> tuple[Join, int, int]:
+    """A target for the answers of ``target``'s operations that nobody waits for."""
+    count = 1 if target.__class__ is Task else target[2]
+    join, _, _ = open_join([None] * (count + 1), HOLD, 0, False)  # one slot never fills
+    assert join is not None
+    return join, 0, count

@@ -27,7 +27,7 @@ from ._api import execute
 from ._trace import Trace
 from .sql import Database, Row
 
-__all__ = ["main", "build_database", "naive_feed", "gen_feed", "render", "SIZES"]
+__all__ = ["main", "build_database", "naive_feed", "gen_feed", "render", "concurrent_requests", "SIZES"]
 
 SEED = 2024
 SIZES = {"users": 500, "posts": 2000, "comments": 6000, "follows": 5000}
@@ -232,6 +232,7 @@ def _short(sql: str) -> str:
 MAX_LATENCY_MS = 100
 MAX_SCALE = 20
 MAX_REPEAT = 20
+MAX_REQUESTS = 1000
 
 
 def _number(kind: Callable[[str], Any], low: int, high: int, *, above: bool = False) -> Callable[[str], Any]:
@@ -296,6 +297,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=_number(int, 1, MAX_REPEAT), metavar="N",
                         help=f"time each mode N times and keep the best (default 3, 1 with latency; "
                              f"1 to {MAX_REPEAT})")
+    parser.add_argument("--requests", type=_number(int, 1, MAX_REQUESTS), metavar="N",
+                        help=f"render N users' pages as N concurrent asyncio requests: one execution "
+                             f"per request versus one shared batch.AsyncBatcher (1 to {MAX_REQUESTS})")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     _check(parser, args)
     latency = args.simulated_latency_ms / 1e3
@@ -304,6 +308,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="batch-demo-") as tmp:
         path = os.path.join(tmp, "demo.db")
         sizes = build_database(path, args.scale)
+        if args.requests:
+            return concurrent_requests(path, args.requests, latency)
         user_id = busiest_reader(path) if args.user is None else args.user
         naive_conn, batch_conn = sqlite3.connect(path), sqlite3.connect(path)
         try:
@@ -375,4 +381,85 @@ def _compare(sizes: dict[str, int], user_id: int, naive: Naive, db: Database, re
         with open(args.trace, "w", encoding="utf-8") as f:
             f.write(trace.to_chrome_trace())
         print(f"\ntimeline written to {args.trace}: open it in https://ui.perfetto.dev")
+    return 0
+
+
+# -- many concurrent requests (--requests N) -----------------------------------------------
+
+def readers(path: str, n: int) -> list[int]:
+    """``n`` user ids, the busiest readers first (repeated when there are fewer users)."""
+    conn = sqlite3.connect(path)
+    try:
+        ids = [row[0] for row in conn.execute(
+            "SELECT u.id FROM users u LEFT JOIN follows f ON f.follower_id = u.id "
+            "GROUP BY u.id ORDER BY count(f.follower_id) DESC, u.id")]
+    finally:
+        conn.close()
+    return [ids[i % len(ids)] for i in range(n)]
+
+
+def concurrent_requests(path: str, n: int, latency: float) -> int:
+    """Serve ``n`` feed pages as concurrent asyncio requests, two ways, and compare.
+
+    Each request is a task that renders one user's feed.  First every request
+    awaits its own :func:`batch.execute_async`: requests batch only with
+    themselves.  Then every request awaits ``batcher.run`` of one shared
+    :class:`batch.AsyncBatcher`: the requests' trees share rounds.  The
+    database is a synchronous sqlite3 connection, so a statement holds the
+    event loop for its (simulated) latency, as a blocking driver would.
+    """
+    import asyncio
+
+    from ._api import execute_async
+    from ._batchers import AsyncBatcher
+
+    users = readers(path, n)
+    conn = sqlite3.connect(path)
+    try:
+        db = Database(conn, latency=latency, log=True)
+
+        async def per_request() -> tuple[list[Page], int]:
+            traces = [Trace() for _ in users]
+            pages = await asyncio.gather(*(execute_async(gen_feed(db, u), trace=t)
+                                           for u, t in zip(users, traces)))
+            return list(pages), sum(t.round_count for t in traces)
+
+        async def shared() -> tuple[list[Page], int]:
+            trace = Trace()
+            async with AsyncBatcher(max_delay=0, trace=trace) as batcher:
+                pages = await asyncio.gather(*(batcher.run(gen_feed(db, u)) for u in users))
+            return list(pages), trace.round_count
+
+        results = []
+        for scene in (per_request, shared):
+            db.queries = 0
+            if db.log is not None:
+                db.log.clear()
+            started = time.perf_counter()
+            pages, rounds = asyncio.run(scene())
+            results.append((pages, db.queries, rounds, time.perf_counter() - started,
+                            list(db.log or [])))
+    finally:
+        conn.close()
+
+    (own_pages, own_q, own_r, own_s, _), (pages, q, r, s, log) = results
+    lines = sum(len(render(p)) for p in pages)
+    lat = (f"simulated latency {latency * 1e3:g} ms per query" if latency
+           else "no simulated latency (try --simulated-latency-ms 1)")
+    print(f"{n} concurrent requests on asyncio, each the feed page of one user; {lat}")
+    print()
+    print(f"{'':<22}{'one execution each':>22}{'one AsyncBatcher':>20}")
+    print(f"{'statements':<22}{own_q:>22,}{q:>20,}")
+    print(f"{'rounds':<22}{own_r:>22,}{r:>20,}")
+    print(f"{'wall time':<22}{own_s * 1e3:>19.1f} ms{s * 1e3:>17.1f} ms")
+    print()
+    if own_pages != pages:
+        print("the pages differ: this is a bug in batch; please report it", file=sys.stderr)
+        return 1
+    print(f"pages equal: yes ({n} pages, {lines} lines; {own_q / max(1, q):.0f}x fewer statements, "
+          f"{own_s / s:.1f}x the speed)")
+    print()
+    print("statements of the AsyncBatcher run:")
+    for sql in log:
+        print(f"  {_short(sql)}")
     return 0

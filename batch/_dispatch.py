@@ -166,15 +166,16 @@ class Call:
         return ()
 
 
-def chunks(info: OpInfo, ops: list[Any]) -> tuple[list[tuple[int, int]],
-                                                    list[tuple[int, BaseException]]]:
+def chunks(info: OpInfo, ops: list[Any], max_size: int | None = None
+           ) -> tuple[list[tuple[int, int]], list[tuple[int, BaseException]]]:
     """Chunk bounds for one group's distinct operations, in order.
 
-    Also returns the operations whose ``batch_cost()`` raised (index, error):
+    ``max_size`` replaces the class's ``max_batch_size`` when given.  Also
+    returns the operations whose ``batch_cost()`` raised (index, error):
     they are left out of every chunk and fail alone.
     """
     n = len(ops)
-    size = info.max_size
+    size = info.max_size if max_size is None else max_size
     max_cost = info.max_cost
     if max_cost is None:
         if size is None or n <= size:

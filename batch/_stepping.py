@@ -118,7 +118,7 @@ def step(core: Any) -> None:
             else:
                 cls = y.__class__
                 if cls is GenType:
-                    if y.gi_code.co_name == "<genexpr>":  # a generator expression: a mistake
+                    if y.__name__ == "<genexpr>":  # a generator expression: a mistake
                         value = yielded_value_error(name_of(gen), y)
                         resume = THROW
                         continue
@@ -319,10 +319,13 @@ def start_join(core: Any, struct: Any, sink: Any, index: int, ctx: contextvars.C
     live = core.live
     n = len(items)
     first = items[0].__class__
-    info = _info_or_none(first) if isinstance(items[0], BatchableOperation) else None
+    group = groups.get(first)  # queued already this round: a fast-path class
+    if group is not None:
+        info = group.info
+    else:
+        info = _info_or_none(first) if isinstance(items[0], BatchableOperation) else None
     if info is not None and info.fast and n > 1 and len(set(map(type, items))) == 1:
         # A list of operations of one class: one run of targets, copied at C speed.
-        group = groups.get(first)
         if group is None:
             group = groups[first] = Group(first, info, first)
         group.ops.extend(items)
@@ -377,7 +380,7 @@ def start_join(core: Any, struct: Any, sink: Any, index: int, ctx: contextvars.C
                 run_group = None
             if item.gi_suspended or item.gi_frame is None:
                 fill(join, i, reuse_error(gen, item, True), True, woken)
-            elif item.gi_code.co_name == "<genexpr>":  # a generator expression: a mistake
+            elif item.__name__ == "<genexpr>":  # a generator expression: a mistake
                 fill(join, i, yielded_value_error(name_of(gen), item), True, woken)
             elif not eager:
                 child = [item, ctx.copy(), None, join, i, None, SEND, 0]

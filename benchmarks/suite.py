@@ -15,6 +15,7 @@ from . import (
     raw,
     sql_page,
     w6_requests,
+    w7_batchers,
     w8_redis,
     w9_http,
     with_aiodataloader,
@@ -26,7 +27,7 @@ from .store import Sizes
 
 __all__ = ["SECTIONS", "CONTENDERS", "RAW", "IDEAL", "BATCH", "entries", "title", "run"]
 
-SECTIONS = ("W1", "W2", "W3", "W4", "OPT", "W5", "W6", "W8", "W9")
+SECTIONS = ("W1", "W2", "W3", "W4", "OPT", "W5", "W6", "W7", "W8", "W9")
 # Short names for --contenders (the ideal loop always runs: it is the reference).
 CONTENDERS = ("raw", "batch", "asynq", "aiodataloader")
 IDEAL = "ideal plain loop"
@@ -137,6 +138,10 @@ def run(sizes: Sizes, repeat: int, only: Sequence[str] = SECTIONS, *, quick: boo
         emit("")
         doc["w6"] = w6_requests.measure_w6(sizes.w6_requests, max(repeat, 3) if not quick else 1)
         emit(w6_requests.format_w6(doc["w6"]))
+    if "W7" in only:
+        doc["w7"] = w7_batchers.measure_w7(quick, repeat)
+        emit("")
+        emit(w7_batchers.format_w7(doc["w7"]))
     if "W8" in only:
         emit("")
         doc["w8"] = w8_redis.measure_w8(quick)

@@ -144,7 +144,7 @@ def test_contenders_selects_peers(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--only", "W99"], "--only takes sections of W1,W2,W3,W4,OPT,W5,W6,W8,W9, got 'W99'"),
+    (["--only", "W99"], f"--only takes sections of {','.join(suite.SECTIONS)}, got 'W99'"),
     (["--contenders", "btrekkie"],
      "--contenders takes names of raw,batch,asynq,aiodataloader, got 'btrekkie'"),
     (["--quick", "--repeat", "0"], "--repeat must be at least 1, got 0"),
@@ -251,3 +251,22 @@ def test_quick_run_w6(quick_run: tuple[dict[str, Any], str]) -> None:
     ok = [row for row in w6["rows"] if row["status"] == "ok"]
     assert all(row["us_per_request"] > 0 for row in ok)
     assert w6["ratios"]["execute_x_raw"] > 0   # a ratio, not a verdict: timings belong in the tables
+
+
+def test_quick_run_w7(quick_run: tuple[dict[str, Any], str]) -> None:
+    doc, text = quick_run
+    w7 = doc["w7"]
+    tasks = w7["sizes"]["tasks"]
+    a = {r["contender"].split()[0]: r for r in w7["a"]}
+    assert a["execute_async"]["calls"] == 3 * tasks        # one execution per task: no sharing
+    assert a["execute_many_async"]["calls"] == 3
+    assert a["AsyncBatcher(max_delay=0)"]["calls"] == 3      # the batcher shares every level
+    if a["aiodataloader"]["status"] == "ok":
+        assert a["aiodataloader"]["calls"] == 3
+    sizes = w7["sizes"]
+    dynamic = next(r for r in w7["b"] if r["contender"].startswith("DynamicBatcher"))
+    assert dynamic["status"] == "ok" and dynamic["requests"] == sizes["threads"] * sizes["requests"]
+    burst = next(r for r in w7["c"] if r["contender"].startswith("DynamicBatcher"))
+    assert burst["status"] == "ok" and burst["burst"] == w7["sizes"]["burst"]   # every future resolved
+    assert w7["targets"]["a_calls"] == 3
+    assert "W7 (a): " in text and "W7 targets" in text

@@ -204,3 +204,48 @@ def test_python_dash_m_batch_demo_runs(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "pages equal: yes" in proc.stdout
+
+
+def requests_figures(out: str) -> dict[str, tuple[float, float]]:
+    """The --requests table as {row: (one execution each, one AsyncBatcher)}."""
+    table = {}
+    for name in ("statements", "rounds", "wall time"):
+        m = re.search(rf"^{name} +([\d,.]+)(?: ms)? +([\d,.]+)(?: ms)?$", out, re.M)
+        assert m, f"no {name!r} row in:\n{out}"
+        table[name] = (float(m.group(1).replace(",", "")), float(m.group(2).replace(",", "")))
+    return table
+
+
+def test_requests_mode_batches_concurrent_requests(capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, err = run(capsys, "--requests", "20", "--scale", "0.2")
+    assert status == 0, err
+    assert out.startswith("20 concurrent requests on asyncio, each the feed page of one user; "
+                          "no simulated latency")
+    nums = requests_figures(out)
+    # Alone, each request costs its own 4 rounds and 7 statements; through one
+    # AsyncBatcher all 20 share the same 4 rounds and 7 statements.
+    assert nums["rounds"] == (80, 4)
+    assert nums["statements"] == (140, 7)
+    assert re.search(r"^pages equal: yes \(20 pages, \d+ lines; 20x fewer statements", out, re.M)
+    assert 'SELECT * FROM "follows" WHERE "follower_id" IN (? x 20)' in out
+
+
+def test_requests_mode_honours_simulated_latency(capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = run(capsys, "--requests", "10", "--scale", "0.2", "--simulated-latency-ms", "2")
+    assert status == 0
+    assert "simulated latency 2 ms per query" in out
+    nums = requests_figures(out)
+    each_ms, shared_ms = nums["wall time"]
+    # A synchronous driver holds the loop for every statement's latency.
+    assert each_ms >= 2 * nums["statements"][0]
+    assert shared_ms >= 2 * nums["statements"][1]
+    assert shared_ms < each_ms
+
+
+def test_requests_must_be_positive(capsys: pytest.CaptureFixture[str]) -> None:
+    for bad in ("-5", "0", "1001"):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["demo", "--requests", bad])
+        assert exit_info.value.code == 2
+        assert (f"argument --requests: must be a whole number >= 1 and <= 1000, got {bad}"
+                in capsys.readouterr().err)
