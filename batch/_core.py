@@ -801,7 +801,11 @@ class Core:
                 # The traceback keeps this frame: without the name, the frame
                 # does not keep the exception too (a cycle only the GC frees).
                 del failure
-        self.finish()
+        self.closed = True  # finish(), written out: the last call of every execution
+        if self.shared:
+            self.shared.clear()
+        if self.cache_hits:
+            self._flush_cache_hits()
 
     def finish(self) -> None:
         """A successful end: release the shared bookkeeping."""

@@ -255,7 +255,7 @@ class OpInfo:
 def settings_of(cls: type[BatchableOperation[Any]]) -> tuple[Any, ...]:
     """The class settings an :class:`OpInfo` depends on."""
     return (cls.max_batch_size, cls.max_batch_cost, cls.dedupe, cls.cache_results,
-            getattr(cls, "blocking", False), cls.batch_key, cls.batcher)
+            cls.blocking, cls.batch_key, cls.batcher)
 
 
 def is_sequence_result(value: object) -> bool:
