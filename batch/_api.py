@@ -173,6 +173,7 @@ def _iterate(run: Core, driver: SyncDriver, it: Iterator[Any], window: int,
             pulled += 1
         return pulled
 
+    driver.restart_clock()  # timeout= counts from the first item asked for
     try:
         while True:
             refill()
@@ -197,7 +198,9 @@ def _iterate(run: Core, driver: SyncDriver, it: Iterator[Any], window: int,
                     run.abort(exc)
                     finished = True
                     raise exc
+                paused = driver.pause_clock()
                 yield root.value
+                driver.resume_clock(paused)  # the consumer's time is not the execution's
     except BaseException as exc:
         if not finished:
             run.abort(exc if not isinstance(exc, GeneratorExit) else None)

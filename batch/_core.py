@@ -36,7 +36,9 @@ The protocol a driver follows
         elif state is State.CALLS:
             ...                             # wait for calls taken earlier, complete() them
         elif state is State.WAIT:
-            ...                             # wait for core.mailbox().notify, then step
+            if not core.blocked():          # False: waiting can end; True: step again
+                ...                         # wait for core.mailbox().notify
+                core.unblocked()
     core.finish()                           # or core.abort(exc) on any failure
 
 1. ``step()`` runs user code (generators, ``batch_key``, ``__hash__``) in
@@ -47,12 +49,16 @@ The protocol a driver follows
    - ``CALLS``: nothing is queued, but calls taken earlier have not all been
      completed: complete them (or wait for them), then step again;
    - ``WAIT``: only answers from other executions sharing the cache are due
-     (``_mailbox``): set ``core.mailbox().notify`` before waiting; step
-     again once it fires;
+     (``_mailbox``): set ``core.mailbox().notify``, then call
+     ``core.blocked()``: if it returns True, waiting would never end (the
+     executions wait on each other in a ring) and the core failed its waits
+     with ``CycleError`` instead: step again.  Otherwise wait until notify
+     fires, call ``core.unblocked()``, and step again;
    - ``DONE``: nothing is live.
 
    An exception other than ``Exception`` (KeyboardInterrupt) propagates out
-   of ``step()``: the driver must then ``abort(exc)``.  When a root that
+   of ``step()``: the driver must then ``abort(exc)``, which closes every
+   live generator whatever state the core was in when it stopped.  When a root that
    raises at once fails, ``step()`` raises :class:`~._tasks.RootFailure`.
 2. ``take(keys=None)`` closes the step phase: every queued group (or only
    the groups whose keys are given: a batcher may hold some back for more
@@ -62,8 +68,11 @@ The protocol a driver follows
    the groups not taken yet.
 3. ``call.run()`` calls ``run_batch`` and returns ``(result, exception)``;
    it never raises and touches nothing of the core, so it may run in any
-   thread, and several at once.  An async driver awaits an awaitable result
-   before completing it.
+   thread, and several at once.  ``run_batch`` gets a list of its own and
+   runs in a context (``call.ctx``) that names this execution, so an
+   execution started inside it never waits on this one.  An async driver
+   awaits an awaitable result in that context (``loop.create_task(...,
+   context=call.ctx)``) before completing it.
 4. ``complete(call, result, exc)`` takes an outcome back, in the driver's
    thread, in any order.  Results are given to waiters once every call of
    a group's dispatch has completed; they run at the next ``step()``, in
@@ -95,11 +104,13 @@ from typing import Any
 
 from . import _hooks
 from ._cache import InFlight, OperationCache
-from ._dispatch import Call, Dispatch, chunks, log_call, owner_name, validate
+from ._dispatch import ENCLOSING, Call, Dispatch, chunks, log_call, owner_name, validate
 from ._errors import (
     BatchError,
     async_in_sync_error,
     cycle_error,
+    execution_cycle_error,
+    fresh_failure,
     gen_batch_type_error,
     name_of,
     root_gen,
@@ -107,20 +118,26 @@ from ._errors import (
     root_twice_error,
     root_type_error,
     run_batch_generator_expression_error,
+    without_executor_frames,
 )
 from ._grouping import DedupeOps, Group
-from ._mailbox import ANSWER, RETRY, Mailbox
+from ._mailbox import ANSWER, RETRY, SHARED, Mailbox
 from ._operation import BatchableOperation, Settled
 from ._sharing import RUNNING, SharedGenerator
 from ._stepping import enqueue, step
 from ._tasks import HOLD, SEND, SINCE, SINK, Join, Root, Task, by_since, deliver, fill, open_join
-from ._teardown import climb, close_tasks, find_cycle, suspended_tasks
+from ._teardown import climb, close_tasks, closing_order, find_cycle
 from ._trace import RoundRecord, Trace
 
 __all__ = ["Core", "State"]
 
 log = logging.getLogger("batch")
 GeneratorType = types.GeneratorType
+
+# Executions whose driver waits for mail now (see Core.blocked); the lock
+# makes "is it waiting, and on whom" one consistent picture across threads.
+_waits_lock = threading.Lock()
+_waiting_cores: dict[Any, None] = {}
 
 
 class State(enum.Enum):
@@ -142,9 +159,10 @@ class Core:
     # Slots, and containers made only when used: an execution that runs one
     # small tree creates few objects for the garbage collector to track,
     # which is what a server running thousands of them at once pays for.
-    __slots__ = ("_cache", "trace", "rounds", "cache_hits", "ready", "woken", "running", "clock",
-                 "sort_woken", "root_gens", "first_root", "groups", "dispatching",
-                 "_round_calls", "shared", "_mailbox", "_dropped", "_limit", "thread", "loop", "closed")
+    __slots__ = ("_cache", "trace", "hook", "rounds", "cache_hits", "ready", "woken", "live",
+                 "building", "clock", "sort_woken", "root_gens", "first_root", "groups",
+                 "dispatching", "calls_out", "_round_calls", "shared", "_mailbox", "_limit", "thread",
+                 "loop", "closed", "enclosing")
 
     def __init__(self, *, cache: OperationCache | None = None, trace: Trace | None = None) -> None:
         if cache is not None and not isinstance(cache, OperationCache):
@@ -155,13 +173,26 @@ class Core:
         if _hooks._trace_factory is not None:
             trace = _hooks.implicit_trace(trace)
         self.trace = trace
+        # batch.testing's overrides and recorders in force now, for the whole
+        # execution: a block entered later, from any thread, never reaches it.
+        self.hook = _hooks.current()
         self.rounds = 0  # takes so far
         self.cache_hits = 0  # since the last take
-        # Step state (``_stepping``): tasks to run, tasks woken since the
-        # last step, the task being stepped when user code raised out.
+        # Step state (``_stepping``): tasks to run, tasks woken since the last step.
         self.ready: list[list[Any]] = []
         self.woken: list[list[Any]] = []
-        self.running: list[Any] | None = None
+        # Every task that exists, by id, in creation order: registered before
+        # its generator first runs, removed once its bottom generator has
+        # finished.  abort() closes what is left, innermost first (see
+        # ``_teardown.closing_order``).  It costs a dict insert and delete per
+        # task, and it is what lets abort() find every live generator whatever
+        # raised and wherever - user code, the executor's own, or a
+        # KeyboardInterrupt arriving between two of its bytecodes: no other
+        # structure needs to be consistent at that moment.
+        self.live: dict[int, list[Any]] = {}
+        # (sink, index) of the structure start_join is building, whose join
+        # waits on a placeholder meanwhile; None when none is.
+        self.building: tuple[Any, int] | None = None
         self.clock = 0  # counts parkings, for the resume order (see _tasks.SINCE)
         self.sort_woken = False  # wake-ups may be out of order: sort before stepping
         # Root generators not started yet, to refuse one given twice: the
@@ -172,10 +203,10 @@ class Core:
         self.groups: dict[Hashable, Group] = {}
         # Dispatches taken and not yet answered, in take order.
         self.dispatching: dict[Dispatch, None] = {}
+        self.calls_out = 0  # calls taken and not yet given back with complete()
         self._round_calls: dict[int, list[Any]] | None = None  # trace: id(record) -> [record, calls left]
         self.shared: dict[SharedGenerator[Any], None] = {}  # started by this execution
         self._mailbox: Mailbox | None = None
-        self._dropped: dict[int, Any] | None = None  # mailbox waiters withdrawn (``withdraw``)
         self._limit: int | None = None  # ``take(max_size=)`` of the take being prepared
         # Who drives this core, so that another execution knows whether it may
         # wait on it (see ``may_wait_on``): the thread that sends its cached
@@ -183,6 +214,10 @@ class Core:
         self.thread = 0
         self.loop: Any = None
         self.closed = False
+        # The executions this one runs inside (a batch.execute called from one
+        # of their run_batch calls): they wait on this one, so it must never
+        # wait on them.
+        self.enclosing: tuple[Core, ...] = ENCLOSING.get()
 
     @property
     def cache(self) -> OperationCache:
@@ -222,7 +257,9 @@ class Core:
         else:
             raise root_type_error(x)
         root = Root(raise_at_once, on_done)
-        self.woken.append([gen, contextvars.copy_context(), None, root, 0, None, SEND, 0])
+        task = [gen, contextvars.copy_context(), None, root, 0, None, SEND, 0]
+        self.live[id(task)] = task
+        self.woken.append(task)
         return root
 
     def _seen_root(self, x: Any) -> bool:
@@ -254,8 +291,15 @@ class Core:
                 if mailbox.inbox:
                     continue
                 return State.WAIT
-            if self.dispatching:
+            if self.calls_out:
                 return State.CALLS
+            if self.dispatching:
+                # Every call answered, yet batches are pending: layered
+                # run_batch generators wait on each other (through shared
+                # generators, or through cached operations).
+                if not self.shared or not self._break_cycle():
+                    self._break_batch_cycle()
+                continue
             if not self.shared or not self._break_cycle():
                 return DONE
 
@@ -264,14 +308,72 @@ class Core:
         assert self._mailbox is not None
         woken = self.woken
         for kind, target, value, info in self._mailbox.take():
-            if self._dropped is not None and self._dropped.pop(id(target), None) is not None:
-                continue  # its waiter was withdrawn
             if kind == ANSWER:
                 deliver([target], [value], woken)
+            elif kind == SHARED:
+                fill(target[0], target[1], value, info, woken)
             else:  # RETRY: its sender ended without an answer: send it ourselves
                 outcome = enqueue(self, value, info, target)
                 if outcome is not None:
                     deliver([target], [outcome[0]], woken)
+
+    def blocked(self) -> bool:
+        """The driver is about to wait for mail: True if that would wait forever.
+
+        Executions sharing a cache wait on each other's in-flight operations
+        and shared generators.  If every execution this one waits on - and
+        every one they wait on, and so on - is itself waiting for mail with
+        nothing arrived, none of them can ever answer (a layered run_batch in
+        one waits on a batch of another, which waits on the first): then this
+        one's waits are withdrawn and fail with a ``CycleError``, and the
+        driver steps again instead of waiting.  Otherwise this execution is
+        marked as waiting (until :meth:`unblocked`) and False is returned.
+        """
+        mailbox = self.mailbox()
+        with _waits_lock:
+            if mailbox.inbox:
+                return False
+            ring = self._waits_forever()
+            if ring is None:
+                _waiting_cores[self] = None
+                return False
+        exc = execution_cycle_error(len(ring))
+        waiting = list(mailbox.waiting.values())
+        mailbox.waiting.clear()
+        for target, _, kind in waiting:
+            if kind == SHARED:
+                fill(target[0], target[1], exc, True, self.woken)
+            else:
+                deliver([target], [exc], self.woken)
+        return True
+
+    def unblocked(self) -> None:
+        """The driver stopped waiting for mail (see :meth:`blocked`)."""
+        with _waits_lock:
+            _waiting_cores.pop(self, None)
+
+    def _waits_forever(self) -> list[Core] | None:
+        """The executions that, with this one, only wait on each other; None if any can go on.
+
+        Under ``_waits_lock``.  Any execution reached that is running, has
+        mail, or has ended may still answer, so nothing is decided then.
+        """
+        seen: dict[Core, None] = {self: None}
+        stack: list[Core] = [self]
+        while stack:
+            core = stack.pop()
+            box = core._mailbox
+            if box is None:  # pragma: no cover  (a core waited on always has one)
+                return None
+            for _, owner, _ in list(box.waiting.values()):
+                if owner in seen:
+                    continue
+                obox = owner._mailbox
+                if owner.closed or owner not in _waiting_cores or obox is None or obox.inbox:
+                    return None
+                seen[owner] = None
+                stack.append(owner)
+        return list(seen) if len(seen) > 1 else None
 
     def mailbox(self) -> Mailbox:
         """The execution's mailbox (made on first use)."""
@@ -283,14 +385,38 @@ class Core:
         """Whether this execution may wait for ``other``'s answer without deadlock.
 
         It may if ``other`` makes progress while this one waits: it is driven
-        from another thread, or both are tasks of one event loop.  A nested
-        ``execute`` inside one of ``other``'s generators may not.
+        from another thread, or both are tasks of one event loop.  An
+        execution nested in ``other`` - started by one of its generators, or
+        by one of its ``run_batch`` calls in any thread - may not: ``other``
+        waits for it.
         """
-        if other.closed:
+        if other.closed or other in self.enclosing:
             return False
         if self.loop is not None and other.loop is self.loop:
             return True
         return other.thread != threading.get_ident()
+
+    def _break_batch_cycle(self) -> None:
+        """Layered ``run_batch`` generators wait, through cached operations, on each other.
+
+        Nothing can run and no call is out, so each pending batch waits on an
+        operation that one of these batches is computing: those waits are
+        the cycle.  They get a ``CycleError`` naming the batches, which then
+        fail like any other batch whose generator raised.
+        """
+        pending = list(self.dispatching)
+        exc = cycle_error([owner_name(d.group) for d in pending])
+        woken = self.woken
+        broken = False
+        for d in pending:
+            for marker in d.markers or ():
+                followers, marker.followers = marker.followers, []
+                if followers:
+                    deliver(followers, [exc] * len(followers), woken)
+                    broken = True
+        if not broken:
+            raise BatchError(  # pragma: no cover  (the executor lost track of a generator)
+                "batch internal error: batches wait, but on nothing")
 
     def _break_cycle(self) -> bool:
         """Nothing can run, yet shared generators wait: on each other.  False if none wait."""
@@ -338,25 +464,29 @@ class Core:
                 (group,) = self.groups.values()
                 self.groups = {}
                 self.rounds += 1
-                return self._prepare(group, _hooks._hook)
+                calls = self._prepare(group, self.hook, (*self.enclosing, self))
+                self.calls_out += len(calls)
+                return calls
             groups = list(self.groups.values())
             self.groups = {}
         else:
             groups = [self.groups.pop(k) for k in keys]
         self.rounds += 1
-        hook = _hooks._hook  # an override entered mid-execution applies from here
+        hook = self.hook
         # One group wakes its waiters in the order they began to wait already
         # (its targets were queued in that order); several groups, or cached
         # followers (see _prepare), need the sort before the next step.
         if len(groups) > 1:
             self.sort_woken = True
         trace = self.trace
+        # What this round's calls tell an execution started inside them (not
+        # kept on the core: a core in its own chain would be a reference cycle).
+        within = (*self.enclosing, self)
         if trace is None:
-            if len(groups) == 1:
-                return self._prepare(groups[0], hook)
-            calls: list[Call] = []
+            calls = []
             for group in groups:
-                calls.extend(self._prepare(group, hook))
+                calls.extend(self._prepare(group, hook, within))
+            self.calls_out += len(calls)
             return calls
         record = trace._begin_round()
         record.cache_hits = self.cache_hits
@@ -364,7 +494,8 @@ class Core:
         self.cache_hits = 0
         calls = []
         for group in groups:
-            calls.extend(self._prepare(group, hook))
+            calls.extend(self._prepare(group, hook, within))
+        self.calls_out += len(calls)
         if self._round_calls is None:
             self._round_calls = {}
         self._round_calls[id(record)] = [record, len(calls)]
@@ -374,7 +505,7 @@ class Core:
             self._round_done(record)
         return calls
 
-    def _prepare(self, group: Group, hook: Any) -> list[Call]:
+    def _prepare(self, group: Group, hook: Any, within: tuple[Core, ...]) -> list[Call]:
         """A group's dispatch and its calls (operations whose cost raised fail at once)."""
         d = Dispatch(group)
         self.dispatching[d] = None
@@ -410,16 +541,16 @@ class Core:
             size = self._limit
         if info.max_cost is None and (size is None or n <= size):
             d.pending = 1  # one call: no chunking to work out; its result is the results
-            calls = [Call(d, 0, n, uniq, hook, trace)]
+            calls = [Call(d, 0, n, uniq, hook, trace, within)]
             d.calls = calls
             return calls
         d.results = [None] * n  # filled chunk by chunk
         bounds, failures = chunks(info, uniq, size)
         d.pending = len(bounds) + len(failures)
         if len(bounds) == 1 and not failures:
-            calls = [Call(d, 0, n, uniq, hook, trace)]
+            calls = [Call(d, 0, n, uniq, hook, trace, within)]
         else:
-            calls = [Call(d, a, b, uniq[a:b], hook, trace) for a, b in bounds]
+            calls = [Call(d, a, b, uniq[a:b], hook, trace, within) for a, b in bounds]
         d.calls = calls
         for k, cost_error in failures:
             # batch_cost() raised: that operation fails alone, at its yield.
@@ -428,6 +559,8 @@ class Core:
 
     def complete(self, call: Call, result: Any, exc: BaseException | None) -> None:
         """Take back the outcome of ``call.run()`` (see the protocol, step 4)."""
+        call.ctx = None  # it names this execution (see _dispatch.ENCLOSING): do not keep it
+        self.calls_out -= 1
         if exc is not None and not isinstance(exc, Exception):
             raise exc  # KeyboardInterrupt and friends stop everything
         rec = call.record
@@ -455,8 +588,9 @@ class Core:
                 # waits on its batch (so, in program order too).
                 call.dispatch_done = self._accept
                 since = _earliest_since(group.targets, self.clock + 1) - 0.5
-                self.woken.append([result, contextvars.copy_context(), None, call, 0, None,
-                                   SEND, since])
+                task = [result, contextvars.copy_context(), None, call, 0, None, SEND, since]
+                self.live[id(task)] = task
+                self.woken.append(task)
                 return
             elif group.info.uses_batcher:
                 result, exc = None, gen_batch_type_error(group.owner, result)
@@ -478,7 +612,8 @@ class Core:
         """Store a chunk's results (validated) or its failure; deliver when all are in."""
         d = call.dispatch
         n = call.stop - call.start
-        if exc is None and (result.__class__ is not list or len(result) != n):
+        if exc is None and (result.__class__ is not list or len(result) != n
+                            or call.sent is not None):
             result, exc = validate(call, result)
         rec = call.record
         if exc is not None:
@@ -510,6 +645,9 @@ class Core:
             self._store_cached(d, d.results, markers)
         results = d.results if d.positions is None else d.per_operation()
         d.results = []
+        if markers is not None and not d.whole:
+            # Cached failures are kept, never raised: each waiter gets a copy.
+            results = [fresh_failure(r) if isinstance(r, Exception) else r for r in results]
         deliver(d.group.targets, results, self.woken)
 
     def _store_cached(self, d: Dispatch, results: list[Any], markers: list[Any]) -> None:
@@ -525,11 +663,15 @@ class Core:
                     del data[key]  # a failed call is not cached
             elif data.get(key) is marker:
                 data[key] = value
+            cached = isinstance(value, Exception) and not (whole and id(value) in whole)
+            # (followers are this execution's own waiters: a whole-call failure is theirs as is)
             if marker.followers:
                 followers = marker.followers
-                deliver(followers, [value] * len(followers), woken)
+                deliver(followers, [fresh_failure(value) if cached else value for _ in followers], woken)
             for other, target, _, _ in marker.close():
-                other.mailbox().post(ANSWER, target, value)
+                # Another thread raises it: never the object this one raises.
+                shared = isinstance(value, Exception)
+                other.mailbox().post(ANSWER, target, fresh_failure(value) if shared else value)
 
     # -- a caller gives up (batchers) ---------------------------------------------
 
@@ -575,7 +717,9 @@ class Core:
                 memo[k] = known
             return known
 
-        tasks = suspended_tasks([leaf for leaf in self._leaves() if withdrawn(leaf)])
+        tasks = closing_order([t for t in self.live.values() if withdrawn(t)], None)
+        for task in tasks:
+            del self.live[id(task)]
         self.ready[:] = [t for t in self.ready if not withdrawn(t)]
         self.woken[:] = [t for t in self.woken if not withdrawn(t)]
         for key, group in list(self.groups.items()):
@@ -591,11 +735,10 @@ class Core:
         for shared in self.shared:
             shared._waiters = [w for w in shared._waiters if not withdrawn(w[0])]
         if self._mailbox is not None:
-            for target in self._mailbox.targets:
+            waiting = self._mailbox.waiting
+            for key, (target, _, _) in list(waiting.items()):
                 if withdrawn(target):
-                    if self._dropped is None:
-                        self._dropped = {}
-                    self._dropped[id(target)] = target
+                    del waiting[key]  # an answer that still comes is ignored (Mailbox.take)
         return close_tasks(tasks)
 
     # -- the end -----------------------------------------------------------------
@@ -605,11 +748,14 @@ class Core:
         if self.closed:
             return
         self.closed = True
-        tasks = suspended_tasks(self._leaves())
+        tasks = closing_order(list(self.live.values()), self.building)
+        self.live.clear()
         self._release_markers()
         self.ready.clear()
         self.woken.clear()
         self.groups.clear()
+        for d in self.dispatching:
+            d.calls = []  # break the Dispatch <-> Call cycle (see _deliver)
         self.dispatching.clear()
         problems = close_tasks(tasks)
         for shared in self.shared:
@@ -630,25 +776,6 @@ class Core:
             except Exception:  # pragma: no cover  (exotic exception types)
                 pass
 
-    def _leaves(self) -> list[Any]:
-        """Everything a suspended task can be waiting behind (see ``_teardown``)."""
-        leaves: list[Any] = []
-        if self.running is not None:
-            leaves.append(self.running)
-        leaves.extend(reversed(self.ready))
-        leaves.extend(self.woken)
-        for group in self.groups.values():
-            leaves.extend(group.targets)
-        for d in self.dispatching:
-            leaves.extend(d.group.targets)
-            for marker in d.markers or ():
-                leaves.extend(marker.followers)
-        for shared in self.shared:
-            leaves.extend(w for w, _ in shared._waiters)
-        if self._mailbox is not None:
-            leaves.extend(self._mailbox.targets)
-        return leaves
-
     def _release_markers(self) -> None:
         """Drop this execution's in-flight cache entries; their other waiters send them."""
         if self._cache is None:
@@ -668,7 +795,12 @@ class Core:
         """A driver's last call: raise ``failure`` (a root's) after closing everything, or finish."""
         if failure is not None:  # raised here, not in an except block: no implicit context
             self.abort(failure)
-            raise failure
+            try:
+                raise without_executor_frames(failure)
+            finally:
+                # The traceback keeps this frame: without the name, the frame
+                # does not keep the exception too (a cycle only the GC frees).
+                del failure
         self.closed = True  # finish(), written out: the last call of every execution
         if self.shared:
             self.shared.clear()

@@ -12,6 +12,7 @@ Nothing but the standard library is needed.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import random
 import re
@@ -59,7 +60,7 @@ def build_database(path: str, scale: float = 1.0, progress: TextIO | None = None
     """
     out = sys.stderr if progress is None else progress
     rng = random.Random(SEED)
-    sizes = {table: max(1, round(n * scale)) for table, n in SIZES.items()}
+    sizes = _sizes(scale)
     n_users, n_posts = sizes["users"], sizes["posts"]
     started = time.perf_counter()
     steps = ["users", "posts", "comments", "follows"]
@@ -227,40 +228,82 @@ def _short(sql: str) -> str:
     return re.sub(r"\((\?)(?:, \?)+\)", lambda m: f"({m.group(1)} x {m.group(0).count('?')})", sql)
 
 
-def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+# Bounds of the command line's numbers: past them the demo would run for hours or fill the memory.
+MAX_LATENCY_MS = 100
+MAX_SCALE = 20
+MAX_REPEAT = 20
+MAX_REQUESTS = 1000
+
+
+def _number(kind: Callable[[str], Any], low: int, high: int, *, above: bool = False) -> Callable[[str], Any]:
+    """An argparse type: a finite ``kind`` in ``[low, high]`` (``(low, high]`` when ``above``)."""
+    name = "a whole number" if kind is int else "a number"
+    lower = f"> {low}" if above else f">= {low}"
+
     def parse(text: str) -> Any:
-        value = kind(text)
-        if value < 0:
-            raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {name}, got {text!r}") from None
+        if not math.isfinite(value) or value < low or (above and value == low) or value > high:
+            raise argparse.ArgumentTypeError(f"must be {name} {lower} and <= {high}, got {text}")
         return value
     return parse
 
 
+def _sizes(scale: float) -> dict[str, int]:
+    return {table: max(1, round(n * scale)) for table, n in SIZES.items()}
+
+
+def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse, before anything runs, what only the rows or the file system can tell is wrong."""
+    users = _sizes(args.scale)["users"]
+    if args.user is not None and not 1 <= args.user <= users:
+        parser.error(f"argument --user: there is no user {args.user} (ids are 1 to {users:,} "
+                     f"at --scale {args.scale:g})")
+    if args.trace is not None:
+        folder = os.path.dirname(os.path.abspath(args.trace))
+        if os.path.isdir(args.trace):
+            parser.error(f"argument --trace: {args.trace} is a folder; name a file to write")
+        if not os.path.isdir(folder):
+            parser.error(f"argument --trace: the folder {folder} does not exist; create it first "
+                         f"or name a file in an existing folder")
+        if not os.access(folder, os.W_OK):
+            parser.error(f"argument --trace: cannot write to the folder {folder}")
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m batch demo [options]``; returns the exit status (1 when the pages differ)."""
+    """``python -m batch demo [options]``; returns the exit status (1 when the pages differ).
+
+    Every option is checked before the database is built: a bad one prints
+    the usage and a message to stderr and exits with status 2 (``SystemExit``).
+    """
     parser = argparse.ArgumentParser(
         prog="python -m batch",
         description="Render one feed page from sqlite3 with one query per object and with batch "
                     "generators, check they are equal, and compare queries, round trips and time.")
     parser.add_argument("command", choices=["demo"])
-    parser.add_argument("--simulated-latency-ms", type=_positive(float), default=0.0, metavar="N",
-                        help="sleep N ms before every query, as a networked database would cost")
+    parser.add_argument("--simulated-latency-ms", type=_number(float, 0, MAX_LATENCY_MS), default=0.0,
+                        metavar="N",
+                        help=f"sleep N ms before every query, as a networked database would cost "
+                             f"(0 to {MAX_LATENCY_MS:g})")
     parser.add_argument("--trace", metavar="FILE",
                         help="write the batch run's timeline (open it in https://ui.perfetto.dev)")
-    parser.add_argument("--user", type=int, metavar="ID",
+    parser.add_argument("--user", type=_number(int, 1, 2**63 - 1), metavar="ID",
                         help="whose feed to render (default: the user who follows the most people)")
-    parser.add_argument("--scale", type=_positive(float), default=1.0, metavar="X",
-                        help="multiply the number of rows (default 1: about 13,500 rows)")
-    parser.add_argument("--repeat", type=_positive(int), metavar="N",
-                        help="time each mode N times and keep the best (default 3, 1 with latency)")
-    parser.add_argument("--requests", type=_positive(int), metavar="N",
-                        help="render N users' pages as N concurrent asyncio requests: one execution "
-                             "per request versus one shared batch.AsyncBatcher")
+    parser.add_argument("--scale", type=_number(float, 0, MAX_SCALE, above=True), default=1.0, metavar="X",
+                        help=f"multiply the number of rows (default 1: about 13,500 rows; "
+                             f"at most {MAX_SCALE:g})")
+    parser.add_argument("--repeat", type=_number(int, 1, MAX_REPEAT), metavar="N",
+                        help=f"time each mode N times and keep the best (default 3, 1 with latency; "
+                             f"1 to {MAX_REPEAT})")
+    parser.add_argument("--requests", type=_number(int, 1, MAX_REQUESTS), metavar="N",
+                        help=f"render N users' pages as N concurrent asyncio requests: one execution "
+                             f"per request versus one shared batch.AsyncBatcher (1 to {MAX_REQUESTS})")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    if args.requests == 0:
-        parser.error("--requests must be at least 1")
+    _check(parser, args)
     latency = args.simulated_latency_ms / 1e3
-    repeat = max(1, args.repeat if args.repeat is not None else (1 if latency else 3))
+    repeat = args.repeat if args.repeat is not None else (1 if latency else 3)
 
     with tempfile.TemporaryDirectory(prefix="batch-demo-") as tmp:
         path = os.path.join(tmp, "demo.db")

@@ -15,19 +15,34 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import numbers
+import operator
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from ._errors import count_error, not_sequence_error, unhashable_operation_error
+from ._errors import (
+    changed_list_error,
+    cost_error,
+    count_error,
+    not_sequence_error,
+    unhashable_operation_error,
+)
 from ._grouping import DedupeOps, Group
 from ._operation import Batcher, OpInfo, is_sequence_result
 from ._trace import BatchRecord, Trace
 
-__all__ = ["Call", "Dispatch", "chunks", "display_key", "owner_name"]
+__all__ = ["ENCLOSING", "Call", "Dispatch", "chunks", "display_key", "owner_name"]
 
 log = logging.getLogger("batch")
+
+# The executions whose run_batch call is running, innermost last: set in the
+# context each call runs in, so an execution started inside it (a nested
+# ``batch.execute`` in run_batch, in whatever thread or task) knows which
+# executions wait on it, and never waits on them in turn.
+ENCLOSING: contextvars.ContextVar[tuple[Any, ...]] = contextvars.ContextVar(
+    "batch_enclosing", default=())
 
 
 class Dispatch:
@@ -66,15 +81,16 @@ class Dispatch:
 class Call:
     """One ``run_batch`` call: the chunk ``[start:stop)`` of a dispatch."""
 
-    __slots__ = ("dispatch", "start", "stop", "ops", "record", "t0", "t1", "hook", "trace", "round",
-                 "dispatch_done")
+    __slots__ = ("dispatch", "start", "stop", "ops", "sent", "record", "t0", "t1", "hook", "trace",
+                 "round", "dispatch_done", "within", "ctx")
 
     def __init__(self, dispatch: Dispatch, start: int, stop: int, ops: list[Any],
-                 hook: Any = None, trace: Trace | None = None) -> None:
+                 hook: Any = None, trace: Trace | None = None, within: tuple[Any, ...] = ()) -> None:
         self.dispatch = dispatch
         self.start = start
         self.stop = stop
         self.ops = ops
+        self.sent: list[Any] | None = None  # the list run_batch got, until its result is validated
         self.record: BatchRecord | None = None
         self.t0 = 0.0
         self.t1 = 0.0
@@ -84,6 +100,8 @@ class Call:
         # Set by the core when the result is a batch generator (a layered
         # batch): called with the generator's outcome.
         self.dispatch_done: Callable[[Call, Any, BaseException | None], None] | None = None
+        self.within = within  # the sending execution and those it runs inside (see ENCLOSING)
+        self.ctx: contextvars.Context | None = None  # the context run_batch ran in
 
     @property
     def info(self) -> OpInfo:
@@ -115,16 +133,18 @@ class Call:
                 size=len(self.ops), requested=self.requested(), start=trace._now(),
                 thread=threading.get_ident())
         # run_batch gets a list of its own: one that sorts or changes it in
-        # place cannot move results to the wrong operations.
-        ops = list(self.ops)
+        # place cannot corrupt the executor's bookkeeping (see ``validate``).
+        ops = self.sent = list(self.ops)
+        ctx = self.ctx = contextvars.copy_context()
+        ctx.run(ENCLOSING.set, self.within)
         self.t0 = time.perf_counter()
         try:
             fn = owner.gen_batch if group.info.uses_batcher else owner.run_batch
             hook = self.hook
             if hook is None:
-                result = contextvars.copy_context().run(fn, ops)
+                result = ctx.run(fn, ops)
             else:
-                result = contextvars.copy_context().run(hook, group.info.cls, ops, fn)
+                result = ctx.run(hook, group.info.cls, ops, fn)
         except BaseException as exc:
             self.t1 = time.perf_counter()
             return None, exc
@@ -168,6 +188,10 @@ def chunks(info: OpInfo, ops: list[Any], max_size: int | None = None
     for i, op in enumerate(ops):
         try:
             cost = op.batch_cost()
+            if cost.__class__ is not float and cost.__class__ is not int:
+                cost = _as_cost(info, cost)
+            elif not cost >= 0:  # negative, or NaN (which compares false to everything)
+                raise cost_error(info.name, cost)
         except Exception as exc:
             if i > start:
                 bounds.append((start, i))
@@ -186,16 +210,60 @@ def chunks(info: OpInfo, ops: list[Any], max_size: int | None = None
     return bounds, failures
 
 
+def _as_cost(info: OpInfo, cost: Any) -> float:
+    """A ``batch_cost()`` value that is not a plain int or float: a real number >= 0, or an error."""
+    if isinstance(cost, bool) or not isinstance(cost, numbers.Real):
+        raise cost_error(info.name, cost)
+    value = float(cost)
+    if not value >= 0:
+        raise cost_error(info.name, cost)
+    return value
+
+
 def validate(call: Call, result: Any) -> tuple[list[Any] | None, BaseException | None]:
-    """A chunk's result as a list, or the contract it broke."""
+    """A chunk's result as a list, in the order of ``call.ops``, or the contract it broke.
+
+    ``run_batch`` got a list of its own (``call.sent``): if it reordered that
+    list in place, its results follow the new order and are put back in the
+    executor's; if it added, removed or replaced operations, the call fails.
+    """
     n = call.stop - call.start
+    sent, call.sent = call.sent, None
+    order: list[int] | None = None
+    if sent is not None:
+        ops = call.ops
+        if len(sent) != n:
+            return None, changed_list_error(owner_name(call.dispatch.group))
+        if any(map(operator.is_not, sent, ops)):
+            order = _reordering(ops, sent)
+            if order is None:
+                return None, changed_list_error(owner_name(call.dispatch.group))
     if result.__class__ is not list:
         if not is_sequence_result(result):
             return None, not_sequence_error(owner_name(call.dispatch.group), result)
         result = list(result)
     if len(result) != n:
         return None, count_error(owner_name(call.dispatch.group), len(result), n)
+    if order is not None:
+        placed: list[Any] = [None] * n
+        for value, k in zip(result, order):
+            placed[k] = value
+        result = placed
     return result, None
+
+
+def _reordering(ops: list[Any], sent: list[Any]) -> list[int] | None:
+    """Where each item of ``sent`` was in ``ops`` (by identity), or None if not a permutation."""
+    where: dict[int, list[int]] = {}
+    for k in range(len(ops) - 1, -1, -1):
+        where.setdefault(id(ops[k]), []).append(k)
+    order = []
+    for op in sent:
+        slots = where.get(id(op))
+        if not slots:
+            return None
+        order.append(slots.pop())
+    return order
 
 
 def log_call(call: Call, exc: BaseException | None) -> None:

@@ -7,8 +7,17 @@
   worker thread), at most ``max_concurrency`` at once.
 
 Both complete a round's calls in group order, so the same program runs the
-same way under either.  ``timeout=`` is one deadline for the whole
-execution, set when the driver starts.
+same way under either.
+
+``timeout=`` has one meaning on every entry point: the execution's own
+work - stepping generators, running ``run_batch`` calls, waiting on other
+executions' operations - must end within that many seconds, counted from
+the start (``execute_iter``: from the first item asked for, not counting
+the time its consumer holds an item).  The deadline is checked before each
+round, while waiting on calls or on other executions, and after each
+round's calls, the last one included: a result that comes late is not
+returned.  ``inf`` (or anything from ``threading.TIMEOUT_MAX`` up) means no
+limit; ``nan``, negative numbers and non-numbers are refused.
 """
 
 from __future__ import annotations
@@ -18,10 +27,9 @@ import concurrent.futures
 import contextvars
 import functools
 import inspect
-import math
 import threading
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Coroutine
 from typing import Any
 
 from ._core import Core, State
@@ -29,7 +37,7 @@ from ._dispatch import Call
 from ._errors import timeout_error
 from ._tasks import RootFailure
 
-__all__ = ["SyncDriver", "check_workers", "deadline_of", "drive", "drive_async"]
+__all__ = ["SyncDriver", "check_workers", "deadline_of", "drive", "drive_async", "remaining"]
 
 DISPATCH = State.DISPATCH
 DONE = State.DONE
@@ -49,9 +57,16 @@ def deadline_of(timeout: float | None) -> float | None:
         return None
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0:
         raise ValueError(f"timeout= must be a number of seconds >= 0, got {timeout!r}")
-    if math.isinf(timeout):
+    if timeout >= threading.TIMEOUT_MAX:  # inf, or too far to wait on: no limit
         return None
     return time.monotonic() + timeout
+
+
+def remaining(deadline: float | None) -> float | None:
+    """Seconds left before ``deadline`` (never negative), for a blocking wait."""
+    if deadline is None:
+        return None
+    return min(max(0.0, deadline - time.monotonic()), threading.TIMEOUT_MAX)
 
 
 class SyncDriver:
@@ -94,6 +109,7 @@ class SyncDriver:
             for call in calls:
                 result, exc = call.run()
                 core.complete(call, result, exc)
+            self.check_deadline()  # the calls may have used up the time, last round too
             return
         if self.pool is None:
             self.pool = concurrent.futures.ThreadPoolExecutor(
@@ -107,6 +123,7 @@ class SyncDriver:
         for call, future in zip(calls, futures):
             result, exc = future.result()
             core.complete(call, result, exc)
+        self.check_deadline()
 
     def run(self) -> None:
         """Run rounds until every root has its result."""
@@ -118,9 +135,20 @@ class SyncDriver:
             raise timeout_error(self.timeout, self.core.rounds)
 
     def remaining(self) -> float | None:
-        if self.deadline is None:
-            return None
-        return max(0.0, self.deadline - time.monotonic())
+        return remaining(self.deadline)
+
+    def restart_clock(self) -> None:
+        """Start counting ``timeout=`` from now (``execute_iter``: at the first item asked for)."""
+        self.deadline = deadline_of(self.timeout)
+
+    def pause_clock(self) -> float:
+        """Stop counting (``execute_iter`` hands an item out); pass the result to :meth:`resume_clock`."""
+        return time.monotonic()
+
+    def resume_clock(self, paused: float) -> None:
+        """The consumer asked for the next item: its time is not the execution's."""
+        if self.deadline is not None:
+            self.deadline += time.monotonic() - paused
 
     def _wait_for_mail(self) -> None:
         """Block until another execution posts an answer (bounded by the deadline)."""
@@ -129,12 +157,18 @@ class SyncDriver:
             self._mail = threading.Event()
             mailbox.notify = self._mail.set
         event = self._mail
+        core = self.core
         while not mailbox.inbox:
             event.clear()
             if mailbox.inbox:
                 break
-            if not event.wait(self.remaining()):
-                self.check_deadline()
+            if core.blocked():
+                return  # it would wait forever: its waits failed instead; step again
+            try:
+                if not event.wait(self.remaining()):
+                    self.check_deadline()
+            finally:
+                core.unblocked()
 
     def close(self) -> None:
         """Let go of the thread pool, if one was started."""
@@ -169,7 +203,12 @@ def drive(core: Core, max_workers: int | None, timeout: float | None) -> None:
     finally:
         if driver is not None:
             driver.close()
-    core.conclude(failure)
+    try:
+        core.conclude(failure)
+    finally:
+        # The traceback of a raised failure keeps this frame: without the
+        # name, the frame does not keep the exception (a cycle only the GC frees).
+        del failure
 
 
 # -- asyncio -------------------------------------------------------------------------
@@ -185,9 +224,9 @@ async def drive_async(core: Core, max_concurrency: int | None, timeout: float | 
     try:
         if deadline is not None:
             async with asyncio.timeout(deadline - time.monotonic()):
-                await _rounds(core, runner)
+                await _rounds(core, runner, deadline, timeout)
         else:
-            await _rounds(core, runner)
+            await _rounds(core, runner, None, timeout)
     except RootFailure as rf:
         failure = rf.exc
     except BaseException as exc:
@@ -198,10 +237,14 @@ async def drive_async(core: Core, max_concurrency: int | None, timeout: float | 
             raise exc from None
         core.abort(exc)
         raise
-    core.conclude(failure)
+    try:
+        core.conclude(failure)
+    finally:
+        del failure  # see drive()
 
 
-async def _rounds(core: Core, runner: _AsyncCalls) -> None:
+async def _rounds(core: Core, runner: _AsyncCalls, deadline: float | None,
+                  timeout: float | None) -> None:
     mail: asyncio.Event | None = None
     while True:
         state = core.step()
@@ -212,6 +255,10 @@ async def _rounds(core: Core, runner: _AsyncCalls) -> None:
                 await asyncio.sleep(0)
             calls = core.take()
             _complete_all(core, calls, await runner.run(calls))
+            if deadline is not None and time.monotonic() >= deadline:
+                # A synchronous run_batch blocks the loop, so asyncio.timeout
+                # cannot fire during it: the last round is checked here.
+                raise timeout_error(timeout, core.rounds)
         elif state is State.WAIT:
             # Another execution sharing the cache has our operations in
             # flight: its answer is posted from its own thread or task.
@@ -221,8 +268,14 @@ async def _rounds(core: Core, runner: _AsyncCalls) -> None:
                 mailbox.notify = functools.partial(_call_soon, asyncio.get_running_loop(), mail.set)
             while not mailbox.inbox:
                 mail.clear()
-                if not mailbox.inbox:
+                if mailbox.inbox:
+                    break
+                if core.blocked():
+                    break  # it would wait forever: its waits failed instead; step again
+                try:
                     await mail.wait()
+                finally:
+                    core.unblocked()
         elif state is DONE:
             return
         else:  # pragma: no cover  (every call is completed before the next step)
@@ -259,23 +312,25 @@ class _AsyncCalls:
         if self.max_concurrency and self.semaphore is None:
             self.semaphore = asyncio.Semaphore(self.max_concurrency)
         outcomes: list[Any] = [None] * len(calls)
-        waits: list[tuple[int, Awaitable[Any]]] = []
+        waits: list[tuple[int, Coroutine[Any, Any, Any], contextvars.Context | None]] = []
         for i, call in enumerate(calls):
             if call.blocking or self.semaphore is not None:
-                waits.append((i, self._one(call)))
+                waits.append((i, self._one(call), None))
                 continue
             result, exc = call.run()
             if exc is None and result.__class__ is not list and inspect.isawaitable(result):
                 # An async run_batch: a task of its own, in its own copy of the
                 # context (as a sync run_batch runs in one), so calls overlap.
-                waits.append((i, self._await(call, result)))
+                waits.append((i, self._await(call, result), call.ctx))
             else:
                 outcomes[i] = (result, exc)
         if waits:
-            self.tasks = [asyncio.ensure_future(w) for _, w in waits]
+            # An awaited run_batch runs in the context its call made (it says
+            # which executions wait on it: see _dispatch.ENCLOSING).
+            self.tasks = [self.loop.create_task(w, context=ctx) for _, w, ctx in waits]
             done = await asyncio.gather(*self.tasks)
             self.tasks = []
-            for (i, _), outcome in zip(waits, done):
+            for (i, _, _), outcome in zip(waits, done):
                 outcomes[i] = outcome
         return outcomes
 
@@ -302,7 +357,9 @@ class _AsyncCalls:
                 return outcome
             result, exc = call.run()
             if exc is None and inspect.isawaitable(result):
-                return await self._await(call, result)
+                awaited: tuple[Any, BaseException | None] = await self.loop.create_task(
+                    self._await(call, result), context=call.ctx)
+                return awaited
             return result, exc
         finally:
             if semaphore is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import os
 import types
 from collections.abc import Awaitable
 from typing import Any
@@ -16,9 +18,14 @@ __all__ = [
     "async_in_sync_error",
     "batch_key_error",
     "batcher_type_error",
+    "changed_list_error",
+    "cost_error",
     "count_error",
     "cycle_error",
+    "execution_cycle_error",
     "describe_generator",
+    "fresh_failure",
+    "without_executor_frames",
     "gen_batch_type_error",
     "name_of",
     "not_sequence_error",
@@ -30,7 +37,6 @@ __all__ = [
     "self_wait_error",
     "shared_elsewhere_error",
     "timeout_error",
-    "unhashable_error",
     "yield_error",
     "identity_equality_error",
     "run_batch_generator_expression_error",
@@ -93,6 +99,61 @@ def describe_generator(gen: Any) -> str:
     return repr(gen)
 
 
+# -- stored failures ----------------------------------------------------------
+
+def fresh_failure(exc: BaseException) -> BaseException:
+    """A copy of a stored failure, to raise in one waiter; chained to the original.
+
+    A failure that is kept (a cached operation's, a memoized generator's) is
+    never raised itself: raising the same object again and again would grow
+    its ``__traceback__`` with every execution's frames (keeping them alive)
+    and pile up notes on it.  Each waiter gets a copy made with
+    :func:`copy.copy` (its arguments, attributes and notes) whose
+    ``__cause__`` is the original.  An exception that cannot be copied is
+    given as it is.
+    """
+    try:
+        clone = copy.copy(exc)
+    except Exception:
+        return exc
+    if type(clone) is not type(exc) or clone is exc:  # pragma: no cover  (exotic __reduce__)
+        return exc
+    clone.__traceback__ = None
+    clone.__cause__ = exc
+    return clone
+
+
+_EXECUTOR_FILES = frozenset(
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), name)
+    for name in ("_core.py", "_stepping.py", "_tasks.py", "_dispatch.py", "_drivers.py"))
+
+
+def without_executor_frames(exc: BaseException) -> BaseException:
+    """Drop the executor's own frames from ``exc``'s traceback (in place); return ``exc``.
+
+    What is left is the user's frames, in order.  Besides being what a user
+    wants to read, it matters for memory: a finished frame keeps its local
+    variables, and the executor's locals reach the whole execution (its
+    tasks, results and cache), so an exception that is raised out of
+    ``execute`` or kept in a cache must not hold them.
+    """
+    tb = exc.__traceback__
+    head = last = None
+    while tb is not None:
+        following = tb.tb_next
+        if tb.tb_frame.f_code.co_filename not in _EXECUTOR_FILES:
+            if last is None:
+                head = tb
+            else:
+                last.tb_next = tb
+            last = tb
+        tb = following
+    if last is not None:
+        last.tb_next = None
+    exc.__traceback__ = head
+    return exc
+
+
 # -- message builders --------------------------------------------------------
 # Every message the executor words lives here, so one wording serves every
 # place that raises it and tests pin it in one file (tests/test_errors.py).
@@ -143,6 +204,15 @@ def cycle_error(names: list[str]) -> CycleError:
                       f"wait, directly or through others, on its own result")
 
 
+def execution_cycle_error(count: int) -> CycleError:
+    """Executions sharing a cache wait on each other's operations or shared generators in a ring."""
+    return CycleError(
+        f"{count} executions sharing a cache wait on each other in a cycle: each waits for a "
+        f"cached operation or shared generator that another one is computing, and that one "
+        f"waits in turn; a generator cannot wait, directly or through others, on its own result"
+    )
+
+
 def yield_error(gen: Any, value: Any, where: str = "") -> YieldTypeError:
     """``gen`` yielded ``value``, which is nothing the executor can run."""
     kind = type(value).__qualname__
@@ -185,12 +255,20 @@ def root_started_error(gen: Any) -> GeneratorReusedError:
     )
 
 
-def unhashable_error(name: str, cached: bool, exc: BaseException) -> BatchError:
-    """An operation of a deduplicating or caching class cannot be hashed."""
-    why = "cache_results = True" if cached else "dedupe = True"
+def cost_error(name: str, cost: Any) -> BatchError:
+    """``batch_cost()`` returned something that is not a cost."""
     return BatchError(
-        f"{name} has {why}, but its operations cannot be hashed ({exc}); make "
-        f"{name} a frozen dataclass, or define __eq__ and __hash__ on it"
+        f"{name}.batch_cost() returned {cost!r}; it must return a number >= 0 (the "
+        f"operation's share of {name}.max_batch_cost)"
+    )
+
+
+def changed_list_error(owner: str) -> BatchResultError:
+    """``run_batch`` added, removed or replaced operations of the list it was given."""
+    return BatchResultError(
+        f"{owner} changed the list of operations it was given (added, removed or "
+        f"replaced some); it may reorder that list in place, and then its results "
+        f"follow the new order, but it must keep the same operations"
     )
 
 
@@ -246,10 +324,12 @@ def count_error(owner: str, got: int, expected: int) -> BatchResultError:
 
 
 def shared_elsewhere_error(shared: Any) -> BatchError:
-    """A shared generator is running in another execution."""
+    """A shared generator runs in an execution that the waiting one is nested in."""
     return BatchError(
-        f"{shared!r} is already running in another execution; a SharedGenerator "
-        f"(or a cached_generator result) can be run by one execution at a time"
+        f"{shared!r} is running in an execution that this one is nested in (a "
+        f"batch.execute called from its generators or run_batch), and that execution "
+        f"waits for this one, so this one cannot wait for it; yield it from the outer "
+        f"execution's generators instead of a nested batch.execute"
     )
 
 
@@ -299,13 +379,28 @@ def unhashable_operation_error(cls: type, op: object, exc: BaseException, settin
 
     For a dataclass, the message names the field whose value is unhashable
     (a frozen dataclass with a list field is the usual case); otherwise it says
-    to make the class a frozen dataclass or define ``__hash__``.  The executor
-    calls it where ``hash(op)`` raised ``exc`` (``setting`` is
-    ``"dedupe"`` or ``"cache_results"``).
+    to make the class a frozen dataclass or define ``__hash__``.  An ``exc``
+    that is not a ``TypeError`` came from the user's own ``__hash__`` or
+    ``__eq__``: the message names that method and what it raised.  The
+    executor calls it where ``hash(op)`` (or a lookup by it) raised ``exc``
+    (``setting`` is ``"dedupe"`` or ``"cache_results"``).
     """
     import dataclasses
 
     name = cls.__qualname__
+    if not isinstance(exc, TypeError):
+        # Not "unhashable": the user's own __hash__ (or __eq__) raised.
+        method = "__eq__"
+        try:
+            hash(op)
+        except Exception:
+            method = "__hash__"
+        error = BatchError(
+            f"{name}.{method} raised {exc!r}; {name} has {setting} = True, so its operations "
+            f"are compared with hash() and ==, which must not raise: fix {name}.{method}"
+        )
+        error.__cause__ = exc
+        return error
     head = f"{name} has {setting} = True, but its operations cannot be hashed"
     if dataclasses.is_dataclass(op):
         for field in dataclasses.fields(op):

@@ -76,7 +76,7 @@ class DedupeOps(list):  # type: ignore[type-arg]
                 if i is None:
                     i = index[op] = len(index)
                     keep(op)
-            except TypeError as exc:
+            except Exception as exc:  # TypeError: unhashable; anything else: a bad __hash__/__eq__
                 self.unhashable.append((op, exc))
                 i = -len(self.unhashable)
             add(i)

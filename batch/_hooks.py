@@ -1,8 +1,11 @@
 """The single indirection between the executor and ``run_batch``.
 
 ``batch.testing`` installs overrides, recorders and replayers here; the
-executor reads :func:`current` once per round and, when it is ``None``
-(the normal case), calls ``run_batch`` directly at no extra cost.
+executor reads :func:`current` once, when an execution starts, and keeps
+that hook for the whole execution: a block entered later (in another thread,
+or by one of its own generators) never changes an execution already
+running.  When it is ``None`` (the normal case) the executor calls
+``run_batch`` directly at no extra cost.
 
 Two kinds of things can be installed, both process-wide and thread-safe:
 
@@ -15,9 +18,10 @@ Two kinds of things can be installed, both process-wide and thread-safe:
   (possibly overridden) ``run_batch``.  The layer added last sees the call
   first.
 
-The installed state is an immutable snapshot replaced under a lock, so the
-dispatcher reads it without locking.  Executions started while nothing was
-installed never see later installations (their hook is ``None``).
+The installed state is an immutable snapshot replaced under a lock, and the
+hook :func:`current` returns is bound to the snapshot in force when it was
+read: an execution sees exactly the installations that were in force when it
+started, whatever other threads install or remove meanwhile.
 """
 
 from __future__ import annotations
@@ -67,16 +71,21 @@ def _find_override(overrides: dict[type, tuple[tuple[int, Any], ...]], cls: type
     return None
 
 
-def _dispatch(cls: type, operations: list[Any], default: Callable[[list[Any]], Any]) -> Any:
-    layers, overrides = _state
-    call = default
-    if overrides:
-        fn = _find_override(overrides, cls)
-        if fn is not None:
-            call = fn
-    for _, layer in layers:
-        call = _bind(layer, cls, call)
-    return call(operations)
+def _dispatcher(state: _State) -> Hook:
+    """The hook that routes calls through ``state``'s overrides and layers (never a later state)."""
+    layers, overrides = state
+
+    def dispatch(cls: type, operations: list[Any], default: Callable[[list[Any]], Any]) -> Any:
+        call = default
+        if overrides:
+            fn = _find_override(overrides, cls)
+            if fn is not None:
+                call = fn
+        for _, layer in layers:
+            call = _bind(layer, cls, call)
+        return call(operations)
+
+    return dispatch
 
 
 def _bind(layer: Hook, cls: type, inner: Callable[[list[Any]], Any]) -> Callable[[list[Any]], Any]:
@@ -89,7 +98,7 @@ def _bind(layer: Hook, cls: type, inner: Callable[[list[Any]], Any]) -> Callable
 def _publish(state: _State) -> None:
     global _state, _hook
     _state = state
-    _hook = _dispatch if (state[0] or state[1]) else None
+    _hook = _dispatcher(state) if (state[0] or state[1]) else None
 
 
 def add_layer(hook: Hook) -> int:

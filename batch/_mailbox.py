@@ -1,4 +1,4 @@
-"""Waiting on another execution's in-flight operation: the only cross-thread part.
+"""Waiting on another execution's in-flight operation or shared generator: the only cross-thread part.
 
 Executions that share an :class:`batch.OperationCache` (threads serving one
 web request, tasks of one event loop) never send the same cached operation
@@ -23,25 +23,34 @@ __all__ = ["Mailbox"]
 # Message kinds.
 ANSWER = "answer"  # the sender's result for our waiter
 RETRY = "retry"  # the sender gave up (failed, cancelled): send the operation ourselves
+# A shared generator another execution ran has finished: target is (sink,
+# index), info is the ``failed`` flag.
+SHARED = "shared"
 
 
 class Mailbox:
     """Answers that other executions owe this one."""
 
-    __slots__ = ("inbox", "due", "targets", "notify")
+    __slots__ = ("inbox", "waiting", "notify")
 
     def __init__(self) -> None:
         self.inbox: deque[tuple[str, Any, Any, Any]] = deque()  # appended from any thread
-        self.due = 0  # answers still to come
-        self.targets: list[Any] = []  # our waiters on them (so abort() can close them)
+        # Our waiters on other executions' answers, by id: (waiter, the
+        # execution that owes the answer, kind).  A waiter taken out of it
+        # (withdrawn: see Core.blocked) ignores an answer that comes later.
+        self.waiting: dict[int, tuple[Any, Any, str]] = {}
         # Set by the driver: wakes it from wherever it waits (an Event's set,
         # or a loop's call_soon_threadsafe); called from the posting thread.
         self.notify: Callable[[], None] | None = None
 
-    def expect(self, target: Any) -> None:
-        """One of our waiters now waits on another execution's answer."""
-        self.due += 1
-        self.targets.append(target)
+    @property
+    def due(self) -> int:
+        """Answers still to come."""
+        return len(self.waiting)
+
+    def expect(self, target: Any, owner: Any, kind: str = ANSWER) -> None:
+        """One of our waiters now waits on ``owner``'s answer (an operation's, or a shared generator's)."""
+        self.waiting[id(target)] = (target, owner, kind)
 
     def post(self, kind: str, target: Any, value: Any, info: Any = None) -> None:
         """Another execution answers (``ANSWER``) or gives back (``RETRY``) a wait; any thread."""
@@ -51,12 +60,12 @@ class Mailbox:
             notify()
 
     def take(self) -> list[tuple[str, Any, Any, Any]]:
-        """The messages arrived so far (driver's thread)."""
+        """The messages arrived so far for waiters still waiting (driver's thread)."""
         inbox = self.inbox
+        waiting = self.waiting
         got = []
         while inbox:
-            got.append(inbox.popleft())
-        self.due -= len(got)
-        if self.due == 0:
-            self.targets.clear()
+            message = inbox.popleft()
+            if waiting.pop(id(message[1]), None) is not None:
+                got.append(message)
         return got

@@ -9,7 +9,8 @@ import types
 from collections.abc import Callable, Generator, Hashable
 from typing import Any, Generic, TypeVar, overload
 
-from ._errors import BatchError, describe_generator
+from ._errors import BatchError, describe_generator, fresh_failure, without_executor_frames
+from ._mailbox import SHARED
 from ._operation import BatchableOperation, Settled
 
 __all__ = [
@@ -38,6 +39,16 @@ class SharedGenerator(Generic[R]):
     it finished, the result is kept: later waiters, even in later executions,
     get it at once.
 
+    While it runs, another execution that waits on it - from another thread,
+    or another task of the same event loop - waits for that run to finish,
+    as it would for a cached operation in flight (see
+    :class:`batch.OperationCache`).  An execution nested in the one running
+    it (a ``batch.execute`` called from one of its generators or
+    ``run_batch`` calls) cannot wait, because the outer execution waits for
+    it: it gets a :class:`batch.BatchError` that says so.  If the execution
+    running it fails before it finishes, its waiters in other executions get
+    a ``BatchError`` naming that failure.
+
     >>> import batch
     >>> def gen_answer():
     ...     return 42
@@ -51,7 +62,7 @@ class SharedGenerator(Generic[R]):
     """
 
     __slots__ = ("_gen", "_state", "_value", "_failed", "_owner", "_waiters", "_abandoned",
-                 "__weakref__")
+                 "_foreign", "_lock", "__weakref__")
 
     def __init__(self, gen: Generator[Any, Any, R]) -> None:
         if not isinstance(gen, types.GeneratorType):
@@ -66,6 +77,11 @@ class SharedGenerator(Generic[R]):
         self._owner: Any = None  # the Core running it
         self._waiters: list[tuple[Any, int]] = []
         self._abandoned = False
+        # Waiters of other executions while it runs: (core, (sink, index)); they
+        # are answered through their core's mailbox.  Other threads touch the
+        # state and this list: under ``_lock``.
+        self._foreign: list[tuple[Any, tuple[Any, int]]] = []
+        self._lock = threading.Lock()
 
     def gen(self) -> Generator[Any, Any, R]:
         """Return a fresh generator that waits for the shared result."""
@@ -77,45 +93,81 @@ class SharedGenerator(Generic[R]):
         """Whether the shared generator has finished (with a result or an error)."""
         return self._state == DONE
 
-    def _start(self, owner: object) -> Generator[Any, Any, R]:
-        """Claim the wrapped generator for ``owner``'s execution."""
-        if self._state == RUNNING and self._owner is not owner:
-            raise BatchError(
-                f"{self!r} is already running in another execution; a SharedGenerator "
-                f"(or cached_generator result) can run in one execution at a time"
-            )
-        gen = self._gen
-        if gen is None or self._state != NEW:
-            raise BatchError(f"{self!r} was started twice")  # executor bug guard
-        self._state = RUNNING
-        self._owner = owner
-        return gen
+    def _join(self, core: Any, sink: Any, index: int) -> tuple[str, Any]:
+        """``core``'s waiter ``(sink, index)`` wants the result; under the lock, what to do.
+
+        Returns ``("start", gen)`` (``core`` runs it now), ``("wait", None)``
+        (registered: as a local waiter, or as a foreign one answered by
+        mail), ``("done", None)`` (read ``_value``/``_failed``), or
+        ``("nested", owner)`` (its runner is an execution ``core`` may not
+        wait on).
+        """
+        with self._lock:
+            state = self._state
+            if state == DONE:
+                return "done", None
+            if state == NEW:
+                gen = self._gen
+                assert gen is not None
+                self._state = RUNNING
+                self._owner = core
+                core.thread = threading.get_ident()  # others wait on it: see Core.may_wait_on
+                self._waiters.append((sink, index))
+                return "start", gen
+            owner = self._owner
+            if owner is core:
+                self._waiters.append((sink, index))
+                return "wait", None
+            if not core.may_wait_on(owner):
+                return "nested", owner
+            waiter = (sink, index)
+            self._foreign.append((core, waiter))
+            core.mailbox().expect(waiter, owner, SHARED)
+            return "wait", None
 
     def _abandon(self, exc: BaseException) -> None:
         """The execution running it failed: a later wait starts it over if possible."""
-        self._state = DONE
-        self._failed = True
-        self._value = BatchError(
+        error = BatchError(
             f"{self!r} was closed unfinished because its execution ended with "
             f"{type(exc).__name__}: {exc}"
         )
-        self._gen = None
-        self._owner = None
-        self._waiters = []
-        self._abandoned = True
+        with self._lock:
+            self._state = DONE
+            self._failed = True
+            self._value = error
+            self._gen = None
+            self._owner = None
+            self._waiters = []
+            self._abandoned = True
+            foreign, self._foreign = self._foreign, []
+        for core, waiter in foreign:
+            core.mailbox().post(SHARED, waiter, fresh_failure(error), True)
 
-    def resolve(self, value: Any, failed: bool) -> list[tuple[Any, int]]:
-        """Executor callback: the wrapped generator finished; returns its waiters to fill."""
-        owner = self._owner
-        self._state = DONE
-        self._value = value
-        self._failed = failed
-        self._gen = None
-        self._owner = None
-        waiters, self._waiters = self._waiters, []
+    def resolve(self, value: Any, failed: bool) -> list[tuple[Any, int, Any, bool]]:
+        """Executor callback: the wrapped generator finished; returns its waiters to fill.
+
+        A failure is kept without the executor's frames, and each waiter gets
+        a copy of it (see :func:`_errors.fresh_failure`), in this execution
+        as in later ones.
+        """
+        if failed:
+            value = without_executor_frames(value)
+        with self._lock:
+            owner = self._owner
+            self._state = DONE
+            self._value = value
+            self._failed = failed
+            self._gen = None
+            self._owner = None
+            waiters, self._waiters = self._waiters, []
+            foreign, self._foreign = self._foreign, []
         if owner is not None:
             owner.shared_finished(self)
-        return waiters
+        for core, waiter in foreign:  # other executions: through their mailbox
+            core.mailbox().post(SHARED, waiter, fresh_failure(value) if failed else value, failed)
+        if failed:
+            return [(sink, i, fresh_failure(value), True) for sink, i in waiters]
+        return [(sink, i, value, False) for sink, i in waiters]
 
     def __repr__(self) -> str:
         inner = describe_generator(self._gen) if self._gen is not None else "finished"

@@ -26,6 +26,8 @@ from typing import Any
 
 from ._cache import MISSING, InFlight
 from ._errors import (
+    BatchSettingError,
+    fresh_failure,
     name_of,
     reuse_error,
     self_wait_error,
@@ -37,7 +39,7 @@ from ._errors import (
 )
 from ._grouping import Group, group_key, op_info
 from ._operation import BatchableOperation, GenResult, OpInfo, Settled
-from ._sharing import DONE, NEW, RUNNING, SharedGenerator
+from ._sharing import SharedGenerator
 from ._tasks import (
     CTX,
     GEN,
@@ -72,6 +74,7 @@ def step(core: Any) -> None:
     woken = core.woken
     pop = ready.pop
     groups = core.groups
+    live = core.live
     clock = core.clock
     # The loop reads these names many times per task: as locals they cost a
     # fraction of a global lookup (measured: ~5% of W2's instructions).
@@ -112,9 +115,6 @@ def step(core: Any) -> None:
                 resume = THROW
                 if exc.__class__ is AttributeError:
                     value = _explain_attribute_error(gen, exc)
-            except BaseException:
-                core.running = task  # so that abort() closes its parents too
-                raise
             else:
                 cls = y.__class__
                 if cls is GenType:
@@ -173,6 +173,7 @@ def step(core: Any) -> None:
                 continue
             # The finished task is referenced by nothing else now: it goes
             # when ``task`` is rebound.
+            del live[id(task)]
             sink = task[SINK]
             if sink.__class__ is JoinType and sink.remaining > 1 and not resume:
                 # The commonest case, one of many siblings finishing with a
@@ -203,7 +204,10 @@ def _reused(task: list[Any], y: Any) -> BaseException:
 def _yield_other(core: Any, task: list[Any], y: Any, cls: type) -> tuple[Any, bool] | None:
     """Everything but a queued group's class: returns None to park, or a value to resume with."""
     if isinstance(y, BatchableOperation):
-        info = op_info(cls)
+        try:
+            info = op_info(cls)
+        except BatchSettingError as exc:  # a setting made invalid after the class was defined
+            return exc, True
         if info.fast:
             # The first of its class this round: its group is keyed by the class.
             group = core.groups[cls] = Group(cls, info, cls)
@@ -250,7 +254,7 @@ def enqueue(core: Any, op: Any, info: OpInfo, target: Any) -> tuple[Any, bool] |
         data = core.cache._data
         try:
             entry = data.get((cls, op), MISSING)
-        except TypeError as exc:
+        except Exception as exc:  # TypeError: unhashable; anything else: a bad __hash__/__eq__
             return unhashable_operation_error(cls, op, exc, "cache_results"), True
         if entry is not MISSING:
             if entry.__class__ is InFlight:
@@ -258,13 +262,15 @@ def enqueue(core: Any, op: Any, info: OpInfo, target: Any) -> tuple[Any, bool] |
                     entry.followers.append(target)
                     return None
                 if core.may_wait_on(entry.owner) and entry.wait(core, target, op, info):
-                    core.mailbox().expect(target)
+                    core.mailbox().expect(target, entry.owner)
                     return None
                 # Answered (or dropped) meanwhile: look again.
                 entry = data.get((cls, op), MISSING)
             if entry is not MISSING and entry.__class__ is not InFlight:
                 core.cache_hits += 1
-                return entry, isinstance(entry, Exception)
+                if isinstance(entry, Exception):
+                    return fresh_failure(entry), True  # never the cached object itself
+                return entry, False
     keyed = group_key(op, info)
     if isinstance(keyed, BaseException):
         return keyed, True
@@ -281,15 +287,17 @@ def enqueue(core: Any, op: Any, info: OpInfo, target: Any) -> tuple[Any, bool] |
 def wait_shared(core: Any, shared: SharedGenerator[Any], sink: Any, index: int,
                 ctx: contextvars.Context) -> tuple[Any, bool] | None:
     """Wait on a shared generator, starting it if nobody has."""
-    state = shared._state
-    if state == DONE:
-        return shared._value, shared._failed
-    if state == RUNNING and shared._owner is not core:
+    what, detail = shared._join(core, sink, index)
+    if what == "done":
+        if shared._failed:
+            return fresh_failure(shared._value), True
+        return shared._value, False
+    if what == "nested":
         return shared_elsewhere_error(shared), True
-    shared._waiters.append((sink, index))
-    if state == NEW:
-        gen = shared._start(core)
-        core.woken.append([gen, ctx.copy(), None, shared, 0, None, SEND, 0])
+    if what == "start":
+        task = [detail, ctx.copy(), None, shared, 0, None, SEND, 0]
+        core.live[id(task)] = task
+        core.woken.append(task)
         core.shared[shared] = None
     return None
 
@@ -308,13 +316,14 @@ def start_join(core: Any, struct: Any, sink: Any, index: int, ctx: contextvars.C
         return items, False  # empty: ``items`` is the empty result
     groups = core.groups
     woken = core.woken
+    live = core.live
     n = len(items)
     first = items[0].__class__
     group = groups.get(first)  # queued already this round: a fast-path class
     if group is not None:
         info = group.info
     else:
-        info = op_info(first) if isinstance(items[0], BatchableOperation) else None
+        info = _info_or_none(first) if isinstance(items[0], BatchableOperation) else None
     if info is not None and info.fast and n > 1 and len(set(map(type, items))) == 1:
         # A list of operations of one class: one run of targets, copied at C speed.
         if group is None:
@@ -325,6 +334,7 @@ def start_join(core: Any, struct: Any, sink: Any, index: int, ctx: contextvars.C
     # While the structure is being built, its completion is not passed to
     # ``sink``: the caller takes the value from the return value instead.
     join.sink = HOLD
+    core.building = (sink, index)  # where abort() finds the real waiter meanwhile
     children: list[list[Any]] = []
     # Generators are started right here, each up to its first yield, as
     # long as every one before it stopped at an operation: their
@@ -357,9 +367,10 @@ def start_join(core: Any, struct: Any, sink: Any, index: int, ctx: contextvars.C
                 _queue_parked(core, parked)
             if children:
                 if len(children) > 1 and len({id(c[GEN]) for c in children}) < len(children):
-                    children = _drop_repeats(children, gen, woken)
+                    children = _drop_repeats(core, children, gen, woken)
                 woken.extend(children)
             join.sink, join.index = sink, index
+            core.building = None
             return join.result() if join.remaining == 0 else None
         item = items[i]
         c = item.__class__
@@ -372,29 +383,26 @@ def start_join(core: Any, struct: Any, sink: Any, index: int, ctx: contextvars.C
             elif item.__name__ == "<genexpr>":  # a generator expression: a mistake
                 fill(join, i, yielded_value_error(name_of(gen), item), True, woken)
             elif not eager:
-                children.append([item, ctx.copy(), None, join, i, None, SEND, 0])
+                child = [item, ctx.copy(), None, join, i, None, SEND, 0]
+                live[id(child)] = child
+                children.append(child)
             else:
                 child = [item, ctx.copy(), None, join, i, None, SEND, 0]
+                live[id(child)] = child
                 try:
                     y = child[CTX].run(send, item, None)
                 except StopIteration as stop:
+                    del live[id(child)]
                     fill(join, i, stop.value, False, woken)
                 except Exception as exc:
+                    del live[id(child)]
                     fill(join, i, exc, True, woken)
-                except BaseException:
-                    # KeyboardInterrupt and such: leave every started
-                    # generator where abort() will find and close it.
-                    core.running = child
-                    join.sink, join.index = sink, index
-                    _queue_parked(core, parked)
-                    woken.extend(children)
-                    raise
                 else:
                     yc = y.__class__
                     # Parked: queued when the structure is done, so its own
                     # operations (and their groups) come first.
                     if yc is parked_class or yc in groups or (
-                            isinstance(y, BatchableOperation) and op_info(yc).fast):
+                            isinstance(y, BatchableOperation) and _is_fast(yc)):
                         parked_class = yc
                         parked.append((y, child))
                     else:  # anything but a plain operation: taken up by step()
@@ -406,9 +414,13 @@ def start_join(core: Any, struct: Any, sink: Any, index: int, ctx: contextvars.C
             continue
         group = groups.get(c)
         info = None
+        setting_error: BatchSettingError | None = None
         if group is None and isinstance(item, BatchableOperation):
-            info = op_info(c)
-            if info.fast:
+            try:
+                info = op_info(c)
+            except BatchSettingError as exc:  # a setting made invalid after the class was defined
+                setting_error = exc
+            if info is not None and info.fast:
                 group = groups[c] = Group(c, info, c)
         if group is not None:
             if group is not run_group:
@@ -426,7 +438,9 @@ def start_join(core: Any, struct: Any, sink: Any, index: int, ctx: contextvars.C
         nested_settled = join.settled
         nested_single = False
         outcome: tuple[Any, bool] | None = None
-        if info is not None:
+        if setting_error is not None:
+            outcome = setting_error, True
+        elif info is not None:
             outcome = enqueue(core, item, info, (join, i, 1))
         elif isinstance(item, (list, tuple, dict)):
             nested = item
@@ -456,6 +470,19 @@ def start_join(core: Any, struct: Any, sink: Any, index: int, ctx: contextvars.C
         i += 1
 
 
+def _info_or_none(cls: type) -> OpInfo | None:
+    """``op_info(cls)``, or None for a setting made invalid (the operation fails at its yield)."""
+    try:
+        return op_info(cls)
+    except BatchSettingError:
+        return None
+
+
+def _is_fast(cls: type) -> bool:
+    info = _info_or_none(cls)
+    return info is not None and info.fast
+
+
 def _queue_parked(core: Any, parked: list[tuple[Any, list[Any]]]) -> None:
     """Queue the operations that in-place started generators stopped at."""
     clock = core.clock
@@ -477,12 +504,14 @@ def _queue_parked(core: Any, parked: list[tuple[Any, list[Any]]]) -> None:
     core.clock = clock
 
 
-def _drop_repeats(children: list[list[Any]], gen: Any, woken: list[Any]) -> list[list[Any]]:
+def _drop_repeats(core: Any, children: list[list[Any]], gen: Any,
+                  woken: list[Any]) -> list[list[Any]]:
     """The same fresh generator twice in one structure: only the first runs it."""
     seen: set[int] = set()
     kept = []
     for child in children:
         if id(child[GEN]) in seen:
+            del core.live[id(child)]
             fill(child[SINK], child[INDEX], reuse_error(gen, child[GEN], True), True, woken)
         else:
             seen.add(id(child[GEN]))

@@ -14,9 +14,9 @@ A waiter (the ``sink`` of a task, or the target of an operation) is one of:
 - a :class:`Join` slot ``(join, index)``: a complete join passes its value on
   to its own waiter, and so on up;
 - an *end point*, an object with ``resolve(value, failed)``: a :class:`Root`
-  (the execution's result), a :class:`batch.SharedGenerator` (its waiters are
-  filled in turn), or a dispatch ``Call`` (a layered ``run_batch`` generator
-  finished).
+  (the execution's result), a :class:`batch.SharedGenerator` (it returns its
+  waiters as ``(sink, index, value, failed)`` to be filled in turn), or a
+  dispatch ``Call`` (a layered ``run_batch`` generator finished).
 """
 
 from __future__ import annotations
@@ -58,8 +58,10 @@ __all__ = [
 # Invariants: a task is in at most one place at a time - the ready stack, a
 # group's targets (waiting on an operation), a shared generator's waiters, or
 # held as the sink of a child task or the followers of an in-flight cache
-# entry.  Once its bottom generator returns, the task is dropped: nothing
-# refers to it, so its frames go at once.
+# entry.  Besides, from its creation until its bottom generator returns, it
+# is in its core's registry of live tasks (``Core.live``), which is how
+# abort() finds it whatever state the core is in.  Once its bottom generator
+# returns, the task is dropped: nothing refers to it, so its frames go at once.
 Task: Final = list
 GEN: Final = 0
 CTX: Final = 1
@@ -126,12 +128,14 @@ def open_join(struct: Any, sink: Any, index: int, settled: bool,
     """A new join for ``struct``: (join, items, keys), or (None, the empty value, None)."""
     if isinstance(struct, dict):
         keys: Any = list(struct)
-        items = list(struct.values())
+        items: Any = list(struct.values())
         if not items:
             return None, {}, None
     else:
         keys = SINGLE if single else None
-        items = struct
+        # A snapshot: the generators of the structure start while it is being
+        # walked, and one of them may change the list it came in (issue 15).
+        items = struct if struct.__class__ is tuple else list(struct)
         if not items:
             return None, [], None
     join = Join()
@@ -168,14 +172,16 @@ class Root:
         self.raise_at_once = raise_at_once
         self.on_done = on_done  # a driver's callback (a batcher resolves its caller's future)
 
-    def resolve(self, value: Any, failed: bool) -> Iterable[tuple[Any, int]]:
-        self.value = value
+    def resolve(self, value: Any, failed: bool) -> Iterable[tuple[Any, int, Any, bool]]:
         self.failed = failed
         self.done = True
+        if self.on_done is None and failed and self.raise_at_once:
+            # Not kept here: the caller's frame holds this root, and the
+            # exception's traceback holds that frame.
+            raise RootFailure(value)
+        self.value = value
         if self.on_done is not None:
             self.on_done(self)
-        elif failed and self.raise_at_once:
-            raise RootFailure(value)
         return ()
 
 
@@ -201,7 +207,7 @@ def fill(sink: Any, index: int, value: Any, failed: bool, woken: list[Any]) -> N
     point may name further waiters (a shared generator's), which are filled
     in turn from a work list, so no depth of nesting recurses.
     """
-    more: list[tuple[Any, int]] | None = None
+    more: list[tuple[Any, int, Any, bool]] | None = None
     while True:
         cls = sink.__class__
         if cls is Task:
@@ -222,10 +228,10 @@ def fill(sink: Any, index: int, value: Any, failed: bool, woken: list[Any]) -> N
             waiters = sink.resolve(value, failed)
             if waiters:
                 more = more or []
-                more.extend((s, i, value, failed) for s, i in waiters)  # type: ignore[misc]
+                more.extend(waiters)
         if not more:
             return
-        sink, index, value, failed = more.pop()  # type: ignore[misc]
+        sink, index, value, failed = more.pop()
 
 
 def deliver(targets: list[Any], results: list[Any], woken: list[Any]) -> None:

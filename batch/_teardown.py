@@ -1,10 +1,9 @@
-"""When things stop: finding every suspended generator, and generator cycles.
+"""When things stop: closing live generators, and finding generator cycles.
 
-There is no registry of live tasks (it would cost two dict operations per
-generator on the hot path).  When an execution is aborted, or nothing can
-run while generators still wait, the tasks are found by climbing from what
-can be waited on - runnable tasks, queued operations, batches in flight,
-shared generators' waiters - which the core lists (``Core._leaves``).
+The tasks to close come from the core's registry of live tasks
+(``Core.live``), so closing never depends on the state the executor was in
+when it stopped.  Cycles are found by climbing from what can be waited on
+(:func:`climb`) to the shared generators waiting behind it.
 """
 
 from __future__ import annotations
@@ -14,9 +13,9 @@ from typing import Any
 from ._dispatch import Call
 from ._errors import name_of
 from ._sharing import SharedGenerator
-from ._tasks import CTX, GEN, SINK, STACK, VALUE, Join, Task
+from ._tasks import CTX, GEN, HOLD, SINK, STACK, VALUE, Join, Root, Task
 
-__all__ = ["climb", "close_tasks", "find_cycle", "suspended_tasks"]
+__all__ = ["climb", "close_tasks", "closing_order", "find_cycle"]
 
 
 def climb(start: Any, stop_at_shared: bool) -> list[Any]:
@@ -51,45 +50,50 @@ def climb(start: Any, stop_at_shared: bool) -> list[Any]:
     return out
 
 
-def suspended_tasks(leaves: list[Any]) -> list[list[Any]]:
-    """Every unfinished task that waits behind ``leaves``, children before their waiters."""
-    order: list[list[Any]] = []
-    index: dict[int, int] = {}
-    parents: list[list[int]] = []
-    for leaf in leaves:
-        child = -1
-        for task in climb(leaf, stop_at_shared=False):
-            k = index.get(id(task))
-            known = k is not None
-            if k is None:
-                k = index[id(task)] = len(order)
-                order.append(task)
-                parents.append([])
-            if child >= 0 and k not in parents[child]:
-                parents[child].append(k)
-            child = k
-            if known:
+def closing_order(tasks: list[list[Any]], held: tuple[Any, int] | None) -> list[list[Any]]:
+    """Live ``tasks`` (given in creation order) in the order to close them.
+
+    Each task comes before the task that waits on it (innermost first), and
+    siblings keep their creation order (program order).  Tasks that wait for
+    nobody's task - roots, shared generators, layered batches - start the
+    trees; shared generators and layered batches come first, newest first,
+    because the tasks that wait on them are in the roots' trees.  ``held`` is
+    the real waiter of the structure being started when things stopped (its
+    join's sink is a placeholder then).  Iterative: no depth can recurse.
+    """
+    index = {id(t): k for k, t in enumerate(tasks)}
+    children: list[list[int]] = [[] for _ in tasks]
+    roots: list[int] = []
+    inner: list[int] = []
+    for k, task in enumerate(tasks):
+        sink = task[SINK]
+        while True:
+            cls = sink.__class__
+            if cls is Join:
+                sink = sink.sink
+            elif sink is HOLD and held is not None:
+                sink = held[0]
+            else:
                 break
-    # Kahn's algorithm: a task is closed once every task it waits on is.
-    waiting_children = [0] * len(order)
-    for ps in parents:
-        for p in ps:
-            waiting_children[p] += 1
-    ready = [k for k in range(len(order)) if waiting_children[k] == 0]
-    ready.reverse()
-    closed = [False] * len(order)
-    result: list[list[Any]] = []
-    while ready:
-        k = ready.pop()
-        closed[k] = True
-        result.append(order[k])
-        for p in parents[k]:
-            waiting_children[p] -= 1
-            if waiting_children[p] == 0:
-                ready.append(p)
-    # Generators in a cycle wait on each other: close them in found order.
-    result.extend(order[k] for k in range(len(order)) if not closed[k])
-    return [t for t in result if t[GEN] is not None]
+        p = index.get(id(sink), k) if cls is Task else k
+        if p < k:
+            children[p].append(k)
+        elif isinstance(sink, Root) or sink is HOLD:
+            roots.append(k)
+        else:
+            inner.append(k)
+    order: list[list[Any]] = []
+    for start in [*reversed(inner), *roots]:
+        stack = [(start, 0)]
+        while stack:
+            node, i = stack[-1]
+            if i < len(children[node]):
+                stack[-1] = (node, i + 1)
+                stack.append((children[node][i], 0))
+            else:
+                stack.pop()
+                order.append(tasks[node])
+    return order
 
 
 def close_tasks(tasks: list[list[Any]]) -> list[str]:

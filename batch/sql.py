@@ -69,13 +69,24 @@ def quote_identifier(name: object, what: str = "name", *, dotted: bool = False) 
     ValueError: batch.sql: column name 'id; DROP TABLE users' is not a valid identifier: use ASCII letters, \
 digits and _, not starting with a digit
     """
-    parts = name.split(".", 1) if dotted and isinstance(name, str) else [name]
-    if not all(isinstance(p, str) and _IDENTIFIER.fullmatch(p) for p in parts):
+    text = _exact(name)
+    parts = text.split(".", 1) if dotted and text is not None else [text]
+    if not all(p is not None and _IDENTIFIER.fullmatch(p) for p in parts):
         extra = " (or schema.table)" if dotted else ""
         raise ValueError(
             f"batch.sql: {what} name {name!r} is not a valid identifier: use ASCII letters, "
             f"digits and _, not starting with a digit{extra}")
     return ".".join(f'"{p}"' for p in parts)
+
+
+def _exact(name: object) -> str | None:
+    """The plain ``str`` holding a name's characters, or None for a non-string.
+
+    A ``str`` subclass may override ``split``, ``__format__`` or ``__str__`` so
+    that what is checked differs from what would be written into the
+    statement; only its characters, as a plain ``str``, are used.
+    """
+    return str.__str__(name) if isinstance(name, str) else None
 
 
 def _placeholders(style: str, n: int) -> list[str]:
@@ -590,7 +601,8 @@ def _one_column(method: str, table: str, where: dict[str, Any]) -> tuple[str, An
         raise ValueError(f"batch.sql: db.{method}({table!r}, {got}): name exactly one column and its "
                          f"value, e.g. db.{method}({table!r}, id=1)")
     ((column, value),) = where.items()
-    return column, value
+    # The plain text of the name: it is what the statement holds and what result columns match.
+    return _exact(column) or column, value
 
 
 class Select(BatchableOperation[Any]):

@@ -142,7 +142,9 @@ def test_priming_an_exception_primes_a_failure(recorder: Any) -> None:
 
     with pytest.raises(PermissionError) as info:
         batch.execute(gen_get(Get(7)), cache=cache)
-    assert info.value is error
+    # A fresh copy chained to the primed one: raising never changes the cached object.
+    assert info.value is not error and info.value.__cause__ is error
+    assert type(info.value) is PermissionError and str(info.value) == "user 7 is hidden"
     assert recorder.calls == []
     assert cache.get(Get(7)) is error and Get(7) in cache
 
@@ -218,9 +220,12 @@ def test_a_per_operation_failure_is_cached(recorder: Any) -> None:
     with pytest.raises(ValueError) as info:
         recorder.execute(gen_get(Get("bad1")), cache=cache)
 
-    assert info.value is out[0]
+    cached = cache.get(Get("bad1"))
+    assert isinstance(cached, ValueError) and str(cached) == "no row bad1"
+    # Every waiter gets its own copy, chained to the cached failure (issue 15 item 2).
+    assert out[0] is not cached and out[0].__cause__ is cached
+    assert info.value is not cached and info.value.__cause__ is cached
     assert recorder.calls == [("Get", ["bad1", "a"])]
-    assert isinstance(cache.get(Get("bad1")), ValueError)
 
 
 def test_a_whole_failed_run_batch_is_not_cached(recorder: Any) -> None:

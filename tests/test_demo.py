@@ -118,12 +118,68 @@ def test_a_fast_build_prints_no_progress(capsys: pytest.CaptureFixture[str]) -> 
 
 
 def test_unknown_user_and_bad_options(capsys: pytest.CaptureFixture[str]) -> None:
-    status, _, err = run(capsys, "--user", "100000", "--scale", "0.1")
-    assert status == 2
-    assert "python -m batch demo: there is no user 100000 (ids are 1 to 50)" in err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["demo", "--user", "100000", "--scale", "0.1"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --user: there is no user 100000 (ids are 1 to 50 at --scale 0.1)" in err
     with pytest.raises(SystemExit):
         main(["demo", "--simulated-latency-ms", "-1"])
-    assert "must be >= 0, got -1" in capsys.readouterr().err
+    assert "must be a number >= 0 and <= 100, got -1" in capsys.readouterr().err
+
+
+LATENCY = "argument --simulated-latency-ms: must be a number >= 0 and <= 100, got"
+USER = f"argument --user: must be a whole number >= 1 and <= {2**63 - 1}, got"
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--simulated-latency-ms", "nan"], f"{LATENCY} nan"),
+    (["--simulated-latency-ms", "inf"], f"{LATENCY} inf"),
+    (["--simulated-latency-ms", "1e10"], f"{LATENCY} 1e10"),
+    (["--simulated-latency-ms", "fast"], "argument --simulated-latency-ms: must be a number, got 'fast'"),
+    (["--scale", "nan"], "argument --scale: must be a number > 0 and <= 20, got nan"),
+    (["--scale", "inf"], "argument --scale: must be a number > 0 and <= 20, got inf"),
+    (["--scale", "100000"], "argument --scale: must be a number > 0 and <= 20, got 100000"),
+    (["--scale", "0"], "argument --scale: must be a number > 0 and <= 20, got 0"),
+    (["--user", "9" * 40], f"{USER} {'9' * 40}"),
+    (["--user", "0"], f"{USER} 0"),
+    (["--user", "501"], "argument --user: there is no user 501 (ids are 1 to 500 at --scale 1)"),
+    (["--user", "1.5"], "argument --user: must be a whole number, got '1.5'"),
+    (["--repeat", "0"], "argument --repeat: must be a whole number >= 1 and <= 20, got 0"),
+    (["--repeat", "21"], "argument --repeat: must be a whole number >= 1 and <= 20, got 21"),
+    (["--trace", "/nonexistent-batch-folder/t.json"],
+     "argument --trace: the folder /nonexistent-batch-folder does not exist"),
+])
+def test_every_option_is_checked_before_anything_runs(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        args: list[str], message: str) -> None:
+    built: list[str] = []
+    monkeypatch.setattr(_demo, "build_database", lambda path, *a, **k: built.append(path) or {})
+    with pytest.raises(SystemExit) as exit_info:
+        main(["demo", *args])
+    assert exit_info.value.code == 2          # 1 means "the pages differ"
+    err = capsys.readouterr().err
+    assert err.startswith("usage: python -m batch")
+    assert message in err
+    assert "Traceback" not in err
+    assert built == []                        # refused up front, nothing was built or run
+
+
+def test_trace_naming_a_folder_is_refused(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["demo", "--trace", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert f"argument --trace: {tmp_path} is a folder; name a file to write" in capsys.readouterr().err
+
+
+def test_bad_option_exits_2_from_the_command_line(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.run([sys.executable, "-m", "batch", "demo", "--scale", "inf"],
+                          capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert proc.stderr.splitlines()[-1] == ("python -m batch: error: argument --scale: must be a number > 0 "
+                                            "and <= 20, got inf")
 
 
 def test_the_database_is_the_same_on_every_build(tmp_path: Path) -> None:
@@ -187,9 +243,9 @@ def test_requests_mode_honours_simulated_latency(capsys: pytest.CaptureFixture[s
 
 
 def test_requests_must_be_positive(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit):
-        main(["demo", "--requests", "-5"])
-    assert "must be >= 0, got -5" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        main(["demo", "--requests", "0"])
-    assert "--requests must be at least 1" in capsys.readouterr().err
+    for bad in ("-5", "0", "1001"):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["demo", "--requests", bad])
+        assert exit_info.value.code == 2
+        assert (f"argument --requests: must be a whole number >= 1 and <= 1000, got {bad}"
+                in capsys.readouterr().err)

@@ -175,11 +175,13 @@ def test_a_shared_generator_running_in_two_executions_at_once(recorder: Any) -> 
     assert len(seen) == 1
     assert seen[0].startswith("<SharedGenerator _gen_two_steps (")
     assert seen[0].endswith(
-        "> is already running in another execution; a SharedGenerator (or a cached_generator "
-        "result) can be run by one execution at a time")
+        "> is running in an execution that this one is nested in (a batch.execute called from "
+        "its generators or run_batch), and that execution waits for this one, so this one "
+        "cannot wait for it; yield it from the outer execution's generators instead of a "
+        "nested batch.execute")
 
 
-def test_a_shared_generator_from_two_threads_at_once(recorder: Any) -> None:
+def test_a_shared_generator_from_two_threads_at_once_waits_for_the_running_one(recorder: Any) -> None:
     inside = threading.Event()
     release = threading.Event()
 
@@ -195,12 +197,14 @@ def test_a_shared_generator_from_two_threads_at_once(recorder: Any) -> None:
     worker.start()
     try:
         assert inside.wait(5)
-        with pytest.raises(batch.BatchError, match=r"is already running in another execution"):
-            batch.execute(shared.gen())
+        # Like a cached operation in flight: the second execution waits for the first's run.
+        threading.Timer(0.1, release.set).start()
+        assert batch.execute(shared.gen(), timeout=5) == "s.2"
     finally:
         release.set()
         worker.join(5)
     assert outcome == ["s.2"]
+    assert recorder.calls == [("Slow", ["s.1"]), ("Slow", ["s.2"])]   # it ran once
 
 
 def test_a_shared_generator_of_a_failed_execution(recorder: Any) -> None:

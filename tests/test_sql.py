@@ -189,6 +189,38 @@ def test_a_schema_qualified_table_is_quoted_part_by_part(sqlite_only: Backend) -
     assert quote_identifier("order", "column") == '"order"'
 
 
+class Sneaky(str):
+    """A name whose value is a valid identifier but whose formatting is not (issue 15 item 11)."""
+
+    def __format__(self, spec: str) -> str:
+        return 'id" IN (SELECT 1) OR "id'
+
+    def __str__(self) -> str:
+        return 'id" IN (SELECT 1) OR "id'
+
+    def split(self, sep: str | None = None, maxsplit: int = -1) -> list[str]:   # type: ignore[override]
+        return ["users"]
+
+
+def test_a_str_subclass_name_goes_into_the_statement_as_its_exact_text(sqlite_only: Backend) -> None:
+    db = Database(sqlite_only.connect(), log=True)
+    assert batch.execute(db.filter("users", **{Sneaky("id"): 2})) == [user(2)]
+    assert batch.execute(db.get(Sneaky("users"), id=1)) == user(1)
+    batch.execute(db.insert("users", {"id": 7, "name": "Eve", Sneaky("team"): "green"}))
+    assert db.log == [select_sql(sqlite_only, "users", "id", 1), select_sql(sqlite_only, "users", "id", 1),
+                      'INSERT INTO "users" ("id", "name", "team") VALUES (?, ?, ?)']
+    assert quote_identifier(Sneaky("id"), "column") == '"id"'
+    assert type(quote_identifier(Sneaky("id"), "column")) is str
+
+
+def test_a_str_subclass_is_checked_by_its_value_not_by_its_methods(sqlite_only: Backend) -> None:
+    db = Database(sqlite_only.connect(), log=True)
+    with pytest.raises(ValueError, match=r"^batch.sql: table name 'users; DROP TABLE users' is not a valid "
+                                         r"identifier"):
+        db.get(Sneaky("users; DROP TABLE users"), id=1)     # its split() says "users"
+    assert db.queries == 0 and db.log == []
+
+
 def test_argument_mistakes_are_clear(sqlite_only: Backend) -> None:
     db = Database(sqlite_only.connect(), log=True)
     with pytest.raises(ValueError, match=r"^batch.sql: db.get\('users', no column\): name exactly one "

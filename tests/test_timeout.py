@@ -2,8 +2,9 @@
 
 On expiry every generator is closed (``finally`` blocks run; the
 ``TimeoutError`` is not thrown into them) and ``TimeoutError`` is raised.
-The serial executor checks the deadline between rounds; the thread-pool and
-async executors also while they wait on ``run_batch`` calls.
+Every executor checks the deadline before each round and after each
+round's calls (the last one too); the thread-pool and async executors also
+while they wait on ``run_batch`` calls.
 """
 
 from __future__ import annotations
@@ -157,9 +158,10 @@ def test_serial_run_batch_that_hangs_is_not_interrupted() -> None:
     class Slow(Wait):
         delay = 0.15
 
-    # One round: nothing is left to check after it, so the result comes back.
-    assert batch.execute(Slow(1), timeout=0.05) == 1
-    # Two rounds: the deadline is seen before the second one.
+    # One round: the call is not interrupted, but its late result is not returned (issue 15).
+    with pytest.raises(TimeoutError, match=MESSAGE.format(r"0\.05", 1)):
+        batch.execute(Slow(1), timeout=0.05)
+    # Two rounds: the deadline is seen after the first one, before the second is sent.
     t0 = time.perf_counter()
     with pytest.raises(TimeoutError, match=MESSAGE.format(r"0\.05", 1)):
         batch.execute(tree(("a", Slow, 2)), timeout=0.05)
