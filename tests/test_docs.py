@@ -273,3 +273,19 @@ def test_every_public_name_of_batch_is_in_the_reference() -> None:
     assert documented == set(batch.__all__)
     shortened = rest_of(page.replace("::: batch.settled\n", ""))
     assert shortened.endswith("## Also exported\n\n::: batch.settled\n\n")
+
+
+@pytest.mark.parametrize(("module_name", "page"), [
+    ("batch.sql", "sql.md"), ("batch.testing", "testing.md"), ("batch.http", "http.md"),
+    ("batch.multipart", "http.md"), ("batch.redis", "redis.md"),
+])
+def test_every_public_name_of_a_submodule_is_in_its_reference_page(module_name: str, page: str) -> None:
+    import importlib
+
+    module = importlib.import_module(module_name)
+    text = (ROOT / "docs" / "reference" / page).read_text(encoding="utf-8")
+    entry = re.search(rf"^::: {re.escape(module_name)}\n((?:    .*\n)+)", text, re.M)
+    assert entry, f"docs/reference/{page} has no '::: {module_name}' entry"
+    members = re.findall(r"^        - (\w+)$", entry.group(1), re.M)
+    missing = sorted(set(module.__all__) - set(members))
+    assert missing == [], f"add {missing} to the members of '::: {module_name}' in docs/reference/{page}"
