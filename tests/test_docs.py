@@ -134,7 +134,7 @@ def started_blocks(request: pytest.FixtureRequest) -> Iterator[Started]:
     Blocks that need a server run one at a time in their test, so two of them never share it.
     """
     selected = [item.callspec.params["block"] for item in request.session.items
-                if item.originalname == "test_block_runs_on_its_own" and hasattr(item, "callspec")]
+                if isinstance(item, pytest.Function) and item.originalname == "test_block_runs_on_its_own"]
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="doc-block") as pool:
         futures = {b.name: pool.submit(_run_in_temp_dir, b) for b in selected if not b.requires}
         try:
