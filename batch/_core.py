@@ -100,6 +100,7 @@ import logging
 import threading
 import types
 from collections.abc import Awaitable, Callable, Hashable, Iterable
+from operator import is_not
 from typing import Any
 
 from . import _hooks
@@ -464,7 +465,7 @@ class Core:
                 (group,) = self.groups.values()
                 self.groups = {}
                 self.rounds += 1
-                calls = self._prepare(group, self.hook, (*self.enclosing, self))
+                calls = self._prepare(group, self.hook, self._within(group.info.cached))
                 self.calls_out += len(calls)
                 return calls
             groups = list(self.groups.values())
@@ -481,7 +482,8 @@ class Core:
         trace = self.trace
         # What this round's calls tell an execution started inside them (not
         # kept on the core: a core in its own chain would be a reference cycle).
-        within = (*self.enclosing, self)
+        # A batcher's rounds overlap, so its calls always tell.
+        within = self._within(keys is not None or any(g.info.cached for g in groups))
         if trace is None:
             calls = []
             for group in groups:
@@ -504,6 +506,18 @@ class Core:
         if not calls:
             self._round_done(record)
         return calls
+
+    def _within(self, cached: bool) -> tuple[Core, ...]:
+        """The executions a nested execution started inside this round's calls must not wait on.
+
+        Only an execution with cached operations in flight or shared
+        generators running can be waited on; when this one has neither (nor
+        runs inside another's call), its calls need not say so, and skip
+        setting the context variable.
+        """
+        if cached or self.shared or self.enclosing:
+            return (*self.enclosing, self)
+        return ()
 
     def _prepare(self, group: Group, hook: Any, within: tuple[Core, ...]) -> list[Call]:
         """A group's dispatch and its calls (operations whose cost raised fail at once)."""
@@ -612,9 +626,14 @@ class Core:
         """Store a chunk's results (validated) or its failure; deliver when all are in."""
         d = call.dispatch
         n = call.stop - call.start
-        if exc is None and (result.__class__ is not list or len(result) != n
-                            or call.sent is not None):
-            result, exc = validate(call, result)
+        if exc is None:
+            sent = call.sent
+            if (result.__class__ is list and len(result) == n and sent is not None
+                    and len(sent) == n
+                    and (sent[0] is call.ops[0] if n == 1 else not any(map(is_not, sent, call.ops)))):
+                call.sent = None  # the common case: a list of the right length, operations untouched
+            else:
+                result, exc = validate(call, result)
         rec = call.record
         if exc is not None:
             if d.whole is None:

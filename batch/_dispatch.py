@@ -136,7 +136,8 @@ class Call:
         # place cannot corrupt the executor's bookkeeping (see ``validate``).
         ops = self.sent = list(self.ops)
         ctx = self.ctx = contextvars.copy_context()
-        ctx.run(ENCLOSING.set, self.within)
+        if self.within:
+            ctx.run(ENCLOSING.set, self.within)
         self.t0 = time.perf_counter()
         try:
             fn = owner.gen_batch if group.info.uses_batcher else owner.run_batch
