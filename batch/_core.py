@@ -126,7 +126,7 @@ from ._mailbox import ANSWER, RETRY, SHARED, Mailbox
 from ._operation import BatchableOperation, Settled
 from ._sharing import RUNNING, SharedGenerator
 from ._stepping import enqueue, step
-from ._tasks import HOLD, SEND, SINCE, SINK, Join, Root, Task, by_since, deliver, fill, open_join
+from ._tasks import GEN, HOLD, SEND, SINCE, SINK, STACK, Join, Root, Task, by_since, deliver, fill, open_join
 from ._teardown import climb, close_tasks, closing_order, find_cycle
 from ._trace import RoundRecord, Trace
 
@@ -182,7 +182,9 @@ class Core:
         # Step state (``_stepping``): tasks to run, tasks woken since the last step.
         self.ready: list[list[Any]] = []
         self.woken: list[list[Any]] = []
-        # Every task that exists, by id, in creation order: registered before
+        # Every task that exists, by its bottom generator (the one it was made
+        # for, which never changes: generators hash by identity, so no id()
+        # call), in creation order: registered before
         # its generator first runs, removed once its bottom generator has
         # finished.  abort() closes what is left, innermost first (see
         # ``_teardown.closing_order``).  It costs a dict insert and delete per
@@ -190,7 +192,7 @@ class Core:
         # raised and wherever - user code, the executor's own, or a
         # KeyboardInterrupt arriving between two of its bytecodes: no other
         # structure needs to be consistent at that moment.
-        self.live: dict[int, list[Any]] = {}
+        self.live: dict[Any, list[Any]] = {}
         # (sink, index) of the structure start_join is building, whose join
         # waits on a placeholder meanwhile; None when none is.
         self.building: tuple[Any, int] | None = None
@@ -259,7 +261,7 @@ class Core:
             raise root_type_error(x)
         root = Root(raise_at_once, on_done)
         task = [gen, contextvars.copy_context(), None, root, 0, None, SEND, 0]
-        self.live[id(task)] = task
+        self.live[gen] = task
         self.woken.append(task)
         return root
 
@@ -603,7 +605,7 @@ class Core:
                 call.dispatch_done = self._accept
                 since = _earliest_since(group.targets, self.clock + 1) - 0.5
                 task = [result, contextvars.copy_context(), None, call, 0, None, SEND, since]
-                self.live[id(task)] = task
+                self.live[result] = task
                 self.woken.append(task)
                 return
             elif group.info.uses_batcher:
@@ -738,7 +740,7 @@ class Core:
 
         tasks = closing_order([t for t in self.live.values() if withdrawn(t)], None)
         for task in tasks:
-            del self.live[id(task)]
+            del self.live[task[STACK][0] if task[STACK] else task[GEN]]
         self.ready[:] = [t for t in self.ready if not withdrawn(t)]
         self.woken[:] = [t for t in self.woken if not withdrawn(t)]
         for key, group in list(self.groups.items()):

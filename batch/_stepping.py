@@ -173,7 +173,7 @@ def step(core: Any) -> None:
                 continue
             # The finished task is referenced by nothing else now: it goes
             # when ``task`` is rebound.
-            del live[id(task)]
+            del live[gen]  # the bottom generator, its key in the registry
             sink = task[SINK]
             if sink.__class__ is JoinType and sink.remaining > 1 and not resume:
                 # The commonest case, one of many siblings finishing with a
@@ -296,7 +296,7 @@ def wait_shared(core: Any, shared: SharedGenerator[Any], sink: Any, index: int,
         return shared_elsewhere_error(shared), True
     if what == "start":
         task = [detail, ctx.copy(), None, shared, 0, None, SEND, 0]
-        core.live[id(task)] = task
+        core.live[detail] = task
         core.woken.append(task)
         core.shared[shared] = None
     return None
@@ -366,8 +366,6 @@ def start_join(core: Any, struct: Any, sink: Any, index: int, ctx: contextvars.C
             if parked:
                 _queue_parked(core, parked)
             if children:
-                if len(children) > 1 and len({id(c[GEN]) for c in children}) < len(children):
-                    children = _drop_repeats(core, children, gen, woken)
                 woken.extend(children)
             join.sink, join.index = sink, index
             core.building = None
@@ -378,24 +376,26 @@ def start_join(core: Any, struct: Any, sink: Any, index: int, ctx: contextvars.C
             if run_group is not None:
                 run_group.targets.append((join, run_start, i - run_start))
                 run_group = None
-            if item.gi_suspended or item.gi_frame is None:
+            if item.gi_suspended or item.gi_frame is None or item in live:
+                # Started, finished, or already the generator of another task
+                # (yielded twice, here or elsewhere, and not started yet).
                 fill(join, i, reuse_error(gen, item, True), True, woken)
             elif item.__name__ == "<genexpr>":  # a generator expression: a mistake
                 fill(join, i, yielded_value_error(name_of(gen), item), True, woken)
             elif not eager:
                 child = [item, ctx.copy(), None, join, i, None, SEND, 0]
-                live[id(child)] = child
+                live[item] = child
                 children.append(child)
             else:
                 child = [item, ctx.copy(), None, join, i, None, SEND, 0]
-                live[id(child)] = child
+                live[item] = child
                 try:
                     y = child[CTX].run(send, item, None)
                 except StopIteration as stop:
-                    del live[id(child)]
+                    del live[item]
                     fill(join, i, stop.value, False, woken)
                 except Exception as exc:
-                    del live[id(child)]
+                    del live[item]
                     fill(join, i, exc, True, woken)
                 else:
                     yc = y.__class__
@@ -502,21 +502,6 @@ def _queue_parked(core: Any, parked: list[tuple[Any, list[Any]]]) -> None:
         clock += 1
         child[SINCE] = clock
     core.clock = clock
-
-
-def _drop_repeats(core: Any, children: list[list[Any]], gen: Any,
-                  woken: list[Any]) -> list[list[Any]]:
-    """The same fresh generator twice in one structure: only the first runs it."""
-    seen: set[int] = set()
-    kept = []
-    for child in children:
-        if id(child[GEN]) in seen:
-            del core.live[id(child)]
-            fill(child[SINK], child[INDEX], reuse_error(gen, child[GEN], True), True, woken)
-        else:
-            seen.add(id(child[GEN]))
-            kept.append(child)
-    return kept
 
 
 __all__ += ["wait_shared"]
