@@ -467,7 +467,9 @@ class Core:
                 (group,) = self.groups.values()
                 self.groups = {}
                 self.rounds += 1
-                calls = self._prepare(group, self.hook, self._within(group.info.cached))
+                within = (*self.enclosing, self) if (
+                    group.info.cached or self.shared or self.enclosing) else ()  # _within(), inline
+                calls = self._prepare(group, self.hook, within)
                 self.calls_out += len(calls)
                 return calls
             groups = list(self.groups.values())

@@ -254,7 +254,12 @@ async def _rounds(core: Core, runner: _AsyncCalls, deadline: float | None,
                 # whose calls are all synchronous does not starve other tasks.
                 await asyncio.sleep(0)
             calls = core.take()
-            _complete_all(core, calls, await runner.run(calls))
+            if len(calls) == 1 and runner.max_concurrency is None and not calls[0].blocking:
+                # A round of one call (a small request's tree): no list of
+                # outcomes, no extra coroutine; the same as runner.run() does.
+                await _one_call(core, runner, calls[0])
+            else:
+                _complete_all(core, calls, await runner.run(calls))
             if deadline is not None and time.monotonic() >= deadline:
                 # A synchronous run_batch blocks the loop, so asyncio.timeout
                 # cannot fire during it: the last round is checked here.
@@ -280,6 +285,14 @@ async def _rounds(core: Core, runner: _AsyncCalls, deadline: float | None,
             return
         else:  # pragma: no cover  (every call is completed before the next step)
             raise RuntimeError("batch internal error: calls left in flight")
+
+
+async def _one_call(core: Core, runner: _AsyncCalls, call: Call) -> None:
+    # A function of its own, so no local of the driver's loop keeps the result.
+    result, exc = call.run()
+    if exc is None and result.__class__ is not list and inspect.isawaitable(result):
+        result, exc = await runner.gather_one(call, result)
+    core.complete(call, result, exc)
 
 
 def _complete_all(core: Core, calls: list[Call], outcomes: list[Any]) -> None:
@@ -333,6 +346,13 @@ class _AsyncCalls:
             for (i, _, _), outcome in zip(waits, done):
                 outcomes[i] = outcome
         return outcomes
+
+    async def gather_one(self, call: Call, awaitable: Awaitable[Any]) -> tuple[Any, BaseException | None]:
+        """Await an ``async def run_batch`` as a task of its own (see :meth:`run`)."""
+        self.tasks = [asyncio.ensure_future(self._await(call, awaitable))]
+        outcome: tuple[Any, BaseException | None] = await self.tasks[0]
+        self.tasks = []  # (left in place on cancellation: cancel() stops it)
+        return outcome
 
     async def _await(self, call: Call, awaitable: Awaitable[Any]) -> tuple[Any, BaseException | None]:
         try:
