@@ -467,9 +467,7 @@ class Core:
                 (group,) = self.groups.values()
                 self.groups = {}
                 self.rounds += 1
-                within = (*self.enclosing, self) if (
-                    group.info.cached or self.shared or self.enclosing) else ()  # _within(), inline
-                calls = self._prepare(group, self.hook, within)
+                calls = self._prepare(group, self.hook, self._within(group.info.cached))
                 self.calls_out += len(calls)
                 return calls
             groups = list(self.groups.values())
@@ -824,11 +822,7 @@ class Core:
                 # The traceback keeps this frame: without the name, the frame
                 # does not keep the exception too (a cycle only the GC frees).
                 del failure
-        self.closed = True  # finish(), written out: the last call of every execution
-        if self.shared:
-            self.shared.clear()
-        if self.cache_hits:
-            self._flush_cache_hits()
+        self.finish()
 
     def finish(self) -> None:
         """A successful end: release the shared bookkeeping."""

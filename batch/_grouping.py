@@ -18,7 +18,7 @@ from collections.abc import Hashable
 from typing import Any
 
 from ._errors import batch_key_error, batcher_type_error
-from ._operation import Batcher, OpInfo
+from ._operation import Batcher, OpInfo, settings_of
 
 __all__ = ["DedupeOps", "Group", "group_key", "op_info"]
 
@@ -93,10 +93,7 @@ def op_info(cls: type) -> OpInfo:
     Computed once, and again only if a setting was changed after first use.
     """
     info = cls.__dict__.get(_INFO_ATTR)
-    # settings_of(cls), written out: this runs once per class per execution.
-    if info is not None and info.settings == (
-            cls.max_batch_size, cls.max_batch_cost, cls.dedupe,  # type: ignore[attr-defined]
-            cls.cache_results, cls.blocking, cls.batch_key, cls.batcher):  # type: ignore[attr-defined]
+    if info is not None and info.settings == settings_of(cls):
         return info  # type: ignore[no-any-return]
     info = OpInfo(cls)
     type.__setattr__(cls, _INFO_ATTR, info)

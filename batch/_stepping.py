@@ -89,8 +89,8 @@ def step(core: Any) -> None:
             continue
         if not ready:
             core.clock = clock
-            if core.first_root is not None:  # the roots have all started now
-                core.first_root = core.root_gens = None
+            if core.first_root is not None:
+                core.roots_started()
             return
         task = pop()
         gen, ctx, _, _, _, value, resume, _ = task

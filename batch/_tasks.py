@@ -27,7 +27,7 @@ from typing import Any, Final
 
 __all__ = [
     "CTX", "GEN", "INDEX", "RESUME", "SEND", "SINCE", "SINK", "STACK", "TAKE", "THROW", "VALUE",
-    "HOLD", "SINGLE", "Join", "Root", "RootFailure", "Task", "by_since", "deliver", "fill", "new_task",
+    "HOLD", "SINGLE", "Join", "Root", "RootFailure", "Task", "by_since", "deliver", "fill",
     "open_join",
 ]
 
@@ -79,11 +79,6 @@ THROW: Final = 1
 TAKE: Final = 2
 
 by_since = itemgetter(SINCE)
-
-
-def new_task(gen: Any, ctx: Any, sink: Any, index: int = 0, since: float = 0) -> list[Any]:
-    """A task about to start ``gen`` (the hot paths write the same list inline)."""
-    return [gen, ctx, None, sink, index, None, SEND, since]
 
 
 # -- joins -----------------------------------------------------------------------
@@ -245,10 +240,8 @@ def deliver(targets: list[Any], results: list[Any], woken: list[Any]) -> None:
     if len(results) == 1 and len(targets) == 1:
         target = targets[0]
         value = results[0]
-        if target.__class__ is Task:  # fill() of a task, written out: the commonest delivery
-            target[VALUE] = value
-            target[RESUME] = isinstance(value, Exception)
-            woken.append(target)
+        if target.__class__ is Task:
+            fill(target, 0, value, isinstance(value, Exception), woken)
         else:
             fill(target[0], target[1], value, isinstance(value, Exception), woken)
         return
