@@ -317,6 +317,7 @@ def start_join(core: Any, struct: Any, sink: Any, index: int, ctx: contextvars.C
     groups = core.groups
     woken = core.woken
     live = core.live
+    register = live.setdefault
     n = len(items)
     first = items[0].__class__
     group = groups.get(first)  # queued already this round: a fast-path class
@@ -367,19 +368,21 @@ def start_join(core: Any, struct: Any, sink: Any, index: int, ctx: contextvars.C
                 if run_group is not None:
                     run_group.targets.append((join, run_start, i - run_start))
                     run_group = None
-                if item.gi_suspended or item.gi_frame is None or item in live:
-                    # Started, finished, or already the generator of another task
-                    # (yielded twice, here or elsewhere, and not started yet).
+                if item.gi_suspended or item.gi_frame is None:  # started or finished
+                    fill(join, i, reuse_error(gen, item, True), True, woken)
+                    continue
+                # Registered before it first runs (stamped in case it parks).
+                child = [item, own := ctx.copy(), None, join, i, None, SEND, clock + 1]
+                if register(item, child) is not child:
+                    # Already the generator of another task (yielded twice, here
+                    # or elsewhere, and not started yet).
                     fill(join, i, reuse_error(gen, item, True), True, woken)
                 elif item.__name__ == "<genexpr>":  # a generator expression: a mistake
+                    del live[item]
                     fill(join, i, yielded_value_error(name_of(gen), item), True, woken)
                 elif not eager:
-                    child = [item, ctx.copy(), None, join, i, None, SEND, 0]
-                    live[item] = child
                     children.append(child)
                 else:
-                    child = [item, own := ctx.copy(), None, join, i, None, SEND, clock + 1]
-                    live[item] = child
                     try:
                         y = own.run(send, item, None)
                     except StopIteration as stop:
