@@ -50,6 +50,7 @@ from ._tasks import (
     SINCE,
     SINK,
     STACK,
+    START,
     TAKE,
     THROW,
     VALUE,
@@ -66,7 +67,7 @@ _send = GeneratorType.send
 _throw = GeneratorType.throw
 _FIELDS = (GEN, CTX, STACK, SINK, INDEX, VALUE, RESUME, SINCE)
 _STATES = (SEND, THROW, TAKE)
-_START_NAMES = (VALUE, RESUME, SEND, TAKE)  # what start_join reads as locals
+_START_NAMES = (VALUE, RESUME, SEND, TAKE, START)  # what start_join reads as locals
 
 
 def step(core: Any) -> None:
@@ -100,6 +101,15 @@ def step(core: Any) -> None:
         task[VALUE] = None  # the generator holds the value now; do not keep it alive
         if resume:
             task[RESUME] = SEND
+            if resume == START:  # a structure's child queued to start (see start_join)
+                if gen.gi_suspended or gen.gi_frame is None:
+                    # Started or finished since it was yielded: it was yielded
+                    # again, elsewhere.  Not this task's to run, nor to close.
+                    task[GEN] = None
+                    fill(sink, index, reuse_error(value, gen, True), True, woken)
+                    continue
+                value = None
+                resume = SEND
         while True:
             try:
                 # The unbound send/throw spare a bound-method object per step.
@@ -172,16 +182,20 @@ def step(core: Any) -> None:
                 ctx = task[CTX] = stack.pop()
                 gen = task[GEN] = stack.pop()
                 continue
-            # The finished task is referenced by nothing else now: it goes
-            # when ``task`` is rebound.
-            del live[gen]  # the bottom generator, its key in the registry
-            if sink.__class__ is JoinType and sink.remaining > 1 and not resume:
-                # The commonest case, one of many siblings finishing with a
-                # value while others still run: only the slot changes, nothing
-                # completes, so fill()'s first step is done here without a call.
-                sink.values[index] = value
-                sink.remaining -= 1
+            # The finished task is referenced by nothing else now but, for a
+            # structure's child, its brood (see _tasks): it goes when
+            # ``task`` is rebound, or with its brood.
+            if sink.__class__ is JoinType:
+                if sink.remaining > 1 and not resume:
+                    # The commonest case, one of many siblings finishing with a
+                    # value while others still run: only the slot changes, nothing
+                    # completes, so fill()'s first step is done here without a call.
+                    sink.values[index] = value
+                    sink.remaining -= 1
+                else:
+                    fill(sink, index, value, resume == THROW, woken)
             else:
+                del live[gen]  # the bottom generator, its key in the registry
                 fill(sink, index, value, resume == THROW, woken)
             break
 
@@ -311,13 +325,12 @@ def start_join(core: Any, struct: Any, sink: Any, index: int, ctx: contextvars.C
     with an explicit stack, so operations are queued in the order they
     appear and no nesting depth can exhaust the Python stack.
     """
-    join, items, keys = open_join(struct, sink, index, settled, single)
+    join, items, keys = open_join(struct, sink, index, settled, single, snapshot=False)
     if join is None:
         return items, False  # empty: ``items`` is the empty result
     groups = core.groups
     woken = core.woken
     live = core.live
-    register = live.setdefault
     n = len(items)
     first = items[0].__class__
     group = groups.get(first)  # queued already this round: a fast-path class
@@ -332,6 +345,10 @@ def start_join(core: Any, struct: Any, sink: Any, index: int, ctx: contextvars.C
         group.ops.extend(items)
         group.targets.append((join, 0, n))
         return None
+    if items is struct and items.__class__ is list:
+        # A snapshot: the generators of the structure start while it is
+        # being walked, and one of them may change the list it came in.
+        items = list(items)
     # While the structure is being built, its completion is not passed to
     # ``sink``: the caller takes the value from the return value instead.
     join.sink = HOLD
@@ -353,10 +370,13 @@ def start_join(core: Any, struct: Any, sink: Any, index: int, ctx: contextvars.C
     # order: the clock values _queue_parked would give them in turn.
     clock = core.clock
     # Locals, not globals: read once per item (see step()).
-    VALUE, RESUME, SEND, TAKE = _START_NAMES
+    VALUE, RESUME, SEND, TAKE, START = _START_NAMES
     send, GenType = _send, GeneratorType
     eager = True
-    outer: list[tuple[Join, Any, Any, int]] = []  # enclosing levels to go back to
+    # The current level's children (registered in core.broods with its
+    # join at the first one), and the enclosing levels to go back to.
+    brood: list[list[Any]] | None = None
+    outer: list[tuple[Join, Any, Any, int, list[list[Any]] | None]] = []
     run_group: Group | None = None
     run_start = 0
     start = 0  # where the current level goes on from
@@ -368,45 +388,47 @@ def start_join(core: Any, struct: Any, sink: Any, index: int, ctx: contextvars.C
                 if run_group is not None:
                     run_group.targets.append((join, run_start, i - run_start))
                     run_group = None
-                if item.gi_suspended or item.gi_frame is None:  # started or finished
+                if item.gi_suspended or item.gi_frame is None or item in live:
+                    # Started, finished, or the generator of a task not started
+                    # yet (a root's, a shared generator's; a child queued to
+                    # start is checked when it starts, see step()).
                     fill(join, i, reuse_error(gen, item, True), True, woken)
+                    continue
+                if item.__name__ == "<genexpr>":  # a generator expression: a mistake
+                    fill(join, i, yielded_value_error(name_of(gen), item), True, woken)
+                    continue
+                if brood is None:
+                    brood = core.brood(join)
+                if not eager:
+                    child = [item, ctx.copy(), None, join, i, gen, START, 0]
+                    brood.append(child)
+                    children.append(child)
                     continue
                 # Registered before it first runs (stamped in case it parks).
                 child = [item, own := ctx.copy(), None, join, i, None, SEND, clock + 1]
-                if register(item, child) is not child:
-                    # Already the generator of another task (yielded twice, here
-                    # or elsewhere, and not started yet).
-                    fill(join, i, reuse_error(gen, item, True), True, woken)
-                elif item.__name__ == "<genexpr>":  # a generator expression: a mistake
-                    del live[item]
-                    fill(join, i, yielded_value_error(name_of(gen), item), True, woken)
-                elif not eager:
-                    children.append(child)
+                brood.append(child)
+                try:
+                    y = own.run(send, item, None)
+                except StopIteration as stop:
+                    fill(join, i, stop.value, False, woken)
+                except Exception as exc:
+                    fill(join, i, exc, True, woken)
                 else:
-                    try:
-                        y = own.run(send, item, None)
-                    except StopIteration as stop:
-                        del live[item]
-                        fill(join, i, stop.value, False, woken)
-                    except Exception as exc:
-                        del live[item]
-                        fill(join, i, exc, True, woken)
-                    else:
-                        yc = y.__class__
-                        if yc is not parked_class:
-                            if yc in groups or (isinstance(y, BatchableOperation) and _is_fast(yc)):
-                                parked_class = None if parked_tasks else yc
-                            else:  # anything but a plain operation: taken up by step()
-                                child[VALUE] = y
-                                child[RESUME] = TAKE
-                                children.append(child)
-                                eager = False
-                                continue
-                        # Parked: queued when the structure is done, so its own
-                        # operations (and their groups) come first.
-                        park_op(y)
-                        park_task(child)
-                        clock += 1
+                    yc = y.__class__
+                    if yc is not parked_class:
+                        if yc in groups or (isinstance(y, BatchableOperation) and _is_fast(yc)):
+                            parked_class = None if parked_tasks else yc
+                        else:  # anything but a plain operation: taken up by step()
+                            child[VALUE] = y
+                            child[RESUME] = TAKE
+                            children.append(child)
+                            eager = False
+                            continue
+                    # Parked: queued when the structure is done, so its own
+                    # operations (and their groups) come first.
+                    park_op(y)
+                    park_task(child)
+                    clock += 1
                 continue
             group = groups.get(c)
             info = None
@@ -457,8 +479,9 @@ def start_join(core: Any, struct: Any, sink: Any, index: int, ctx: contextvars.C
                 if inner is None:
                     outcome = inner_items, False
                 else:
-                    outer.append((join, items, keys, i + 1))
+                    outer.append((join, items, keys, i + 1, brood))
                     join, items, keys, start, n = inner, inner_items, inner_keys, 0, len(inner_items)
+                    brood = None
                     break  # go on with the nested structure
             if outcome is not None:
                 fill(join, i, outcome[0], outcome[1], woken)
@@ -470,7 +493,7 @@ def start_join(core: Any, struct: Any, sink: Any, index: int, ctx: contextvars.C
             if outer:
                 # Back to the enclosing structure (a nested one that is
                 # complete already passed its value up through fill()).
-                join, items, keys, start = outer.pop()
+                join, items, keys, start, brood = outer.pop()
                 n = len(items)
                 continue
             if parked_tasks:
