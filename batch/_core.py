@@ -207,7 +207,7 @@ class Core:
         # Root generators not started yet, to refuse one given twice: the
         # first alone, a dict from the second on.
         self.first_root: Any = None
-        self.root_gens: dict[int, Any] | None = None
+        self.root_gens: dict[Any, None] | None = None  # (generators hash by identity)
         # Queued operations by group key, and the classes seen (``_grouping``).
         self.groups: dict[Hashable, Group] = {}
         # Dispatches taken and not yet answered, in take order.
@@ -254,12 +254,13 @@ class Core:
                 raise root_twice_error(x) if self._seen_root(x) else root_started_error(x)
             if self.first_root is None:
                 self.first_root = x
-            elif self._seen_root(x):
-                raise root_twice_error(x)
             else:
-                if self.root_gens is None:
-                    self.root_gens = {id(self.first_root): self.first_root}
-                self.root_gens[id(x)] = x
+                gens = self.root_gens
+                if gens is None:
+                    gens = self.root_gens = {self.first_root: None}
+                if x in gens:
+                    raise root_twice_error(x)
+                gens[x] = None
             gen = x
         elif isinstance(x, (BatchableOperation, list, tuple, dict, Settled, SharedGenerator)):
             gen = root_gen(x)
@@ -294,7 +295,7 @@ class Core:
 
     def _seen_root(self, x: Any) -> bool:
         if self.root_gens is not None:
-            return id(x) in self.root_gens
+            return x in self.root_gens
         return self.first_root is x
 
     def roots_started(self) -> None:
