@@ -480,12 +480,16 @@ class DynamicBatcher:
                 if born is None or submitted < born:
                     born = submitted
                 try:
-                    root = ctx.run(core.add_root, x, False, fut._settle)
+                    if isinstance(x, BatchableOperation):
+                        root = core.add_operation(x, fut._settle)
+                    else:
+                        root = ctx.run(core.add_root, x, False, fut._settle)
                 except Exception as err:
                     fut._settle_error(err)
                     continue
-                fut._root = root
-                self._live[fut] = None
+                if not root.done:  # else answered at once (a cache hit): settled already
+                    fut._root = root
+                    self._live[fut] = None
             elif kind == "done":
                 _, call, result, exc = message
                 self._running -= 1
@@ -603,6 +607,32 @@ def _short(x: Any) -> str:
 # -- AsyncBatcher ---------------------------------------------------------------------------
 
 
+def _set_outcome(fut: asyncio.Future[Any], root: Root) -> None:
+    if root.failed:
+        fut.set_exception(root.value)
+    else:
+        fut.set_result(root.value)
+
+
+class _Pending(asyncio.Future[Any]):
+    """The future ``AsyncBatcher.run`` returns: cancelling it withdraws its root."""
+
+    def __init__(self, batcher: AsyncBatcher, root: Root, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop=loop)
+        self._batcher: AsyncBatcher | None = batcher
+        self._root = root
+
+    def cancel(self, msg: Any | None = None) -> bool:
+        """Cancel the call: closes its generators, withdraws its unsent operations."""
+        if not super().cancel(msg=msg):
+            return False
+        batcher = self._batcher
+        if batcher is not None:
+            self._batcher = None
+            batcher._withdraw(self._root)
+        return True
+
+
 class AsyncBatcher:
     """Batch the trees of many asyncio tasks together, on one event loop.
 
@@ -663,17 +693,21 @@ class AsyncBatcher:
         return loop
 
     @overload
-    async def run(self, x: Generator[Any, Any, T]) -> T: ...
+    def run(self, x: Generator[Any, Any, T]) -> asyncio.Future[T]: ...
     @overload
-    async def run(self, x: BatchableOperation[T]) -> T: ...
+    def run(self, x: BatchableOperation[T]) -> asyncio.Future[T]: ...
     @overload
-    async def run(self, x: _Structure) -> Any: ...
+    def run(self, x: _Structure) -> asyncio.Future[Any]: ...
 
-    async def run(self, x: Any) -> Any:
-        """Run ``x`` in the batcher's next round and return its result (raises its exception).
+    def run(self, x: Any) -> asyncio.Future[Any]:
+        """Run ``x`` in the batcher's next round: ``await batcher.run(x)`` is its result.
 
         ``x`` is a batch generator, an operation, or a list/tuple/dict of
-        them, run in a copy of this task's context.
+        them, run in a copy of this task's context.  Returns an
+        ``asyncio.Future`` (as DataLoader's ``load`` does, so
+        ``asyncio.gather`` makes no task per call); cancelling it, or the task
+        that awaits it, closes ``x``'s generators and withdraws its operations
+        not sent yet.  Bad input raises here, at the call.
         """
         _check_root("AsyncBatcher.run()", x)
         loop = self._bind("run()")
@@ -681,22 +715,28 @@ class AsyncBatcher:
             raise BatchError(
                 "AsyncBatcher.run(): the batcher is closed; run before aclose() (or before "
                 "leaving its `async with` block), or make a new AsyncBatcher")
-        fut: asyncio.Future[Any] = loop.create_future()
-        futures = self._futures
-        root = self._core.add_root(x, False, self._settle)
-        futures[root] = fut
+        core = self._core
+        if isinstance(x, BatchableOperation):
+            root = core.add_operation(x, self._settle)
+        else:
+            root = core.add_root(x, False, self._settle)
+        fut = _Pending(self, root, loop)
+        if root.done:  # answered at once (a cache hit)
+            _set_outcome(fut, root)
+            return fut
+        self._futures[root] = fut
         self._live += 1
         if self._tick_handle is None:
             self._tick_handle = loop.call_soon(self._tick, context=self._context)
-        try:
-            return await fut
-        except asyncio.CancelledError:
-            if not root.done and futures.pop(root, None) is not None:
-                self._live -= 1
-                self._core.withdraw([root])
-                self._schedule.forget_missing(self._core.groups)
-                self._check_drained()
-            raise
+        return fut
+
+    def _withdraw(self, root: Root) -> None:
+        """A caller cancelled its future: close its tree, withdraw its unsent operations."""
+        if not root.done and self._futures.pop(root, None) is not None:
+            self._live -= 1
+            self._core.withdraw([root])
+            self._schedule.forget_missing(self._core.groups)
+            self._check_drained()
 
     def flush(self) -> None:
         """Send every queued group at the next loop tick, whatever its size or age."""
@@ -731,10 +771,7 @@ class AsyncBatcher:
             return
         self._live -= 1
         if not fut.done():
-            if root.failed:
-                fut.set_exception(root.value)
-            else:
-                fut.set_result(root.value)
+            _set_outcome(fut, root)
 
     def _kick(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._tick_handle is None:

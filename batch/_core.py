@@ -125,7 +125,7 @@ from ._grouping import DedupeOps, Group
 from ._mailbox import ANSWER, RETRY, SHARED, Mailbox
 from ._operation import BatchableOperation, Settled
 from ._sharing import RUNNING, SharedGenerator
-from ._stepping import enqueue, step
+from ._stepping import enqueue, queue_operation, step
 from ._tasks import GEN, HOLD, SEND, SINCE, SINK, STACK, Join, Root, Task, by_since, deliver, fill, open_join
 from ._teardown import climb, close_tasks, closing_order, find_cycle
 from ._trace import RoundRecord, Trace
@@ -263,6 +263,21 @@ class Core:
         task = [gen, contextvars.copy_context(), None, root, 0, None, SEND, 0]
         self.live[gen] = task
         self.woken.append(task)
+        return root
+
+    def add_operation(self, op: BatchableOperation[Any], on_done: Callable[[Root], None]) -> Root:
+        """Queue one operation as a root of its own, with no generator around it.
+
+        For a driver whose callers submit single operations (a batcher): the
+        operation goes straight into its group and its result straight to
+        ``on_done(root)``.  A cache hit, or an operation that cannot be
+        grouped, resolves the root before this returns (so ``on_done`` runs
+        first): check ``root.done``.
+        """
+        root = Root(False, on_done)
+        outcome = queue_operation(self, op, (root, 0, 1))
+        if outcome is not None:
+            fill(root, 0, outcome[0], outcome[1], self.woken)
         return root
 
     def _seen_root(self, x: Any) -> bool:
