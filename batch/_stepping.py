@@ -233,7 +233,7 @@ def _yieldable(value: Any) -> bool:
                               SharedGenerator))
 
 
-def queue_operation(core: Any, op: BatchableOperation[Any], target: Any) -> tuple[Any, bool] | None:
+def queue_operation(core: Any, op: Any, target: Any) -> tuple[Any, bool] | None:
     """Queue ``op`` for ``target`` in its group (made if new).
 
     Returns None when ``target`` now waits, or (value, failed) when the
