@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import concurrent.futures._base as _futures_base
 import contextvars
 import inspect
 import math
@@ -40,6 +41,7 @@ import queue
 import threading
 import time
 import types
+from _thread import allocate_lock as _allocate_lock
 from collections import deque
 from collections.abc import Awaitable, Generator, Hashable
 from typing import Any, TypeVar, overload
@@ -54,6 +56,9 @@ from ._tasks import Root
 from ._trace import Trace
 
 __all__ = ["AsyncBatcher", "DynamicBatcher"]
+
+# The longest stretch before a due group that the driver polls rather than sleeps.
+_MAX_POLL = 0.0005
 
 T = TypeVar("T")
 
@@ -183,14 +188,96 @@ def _outcome_of(awaited: asyncio.Future[Any]) -> tuple[Any, BaseException | None
 # -- DynamicBatcher -----------------------------------------------------------------------
 
 
+# A future's condition is made only when some thread waits on it or adds a
+# callback: a burst of 100,000 submits then allocates one object per future,
+# not ten (a threading.Condition is several), which is most of what the
+# garbage collector would otherwise scan.  ``_guard`` orders that making
+# against a result set without one; a future that ended before anyone asked
+# lends out ``_ENDED_CONDITION`` (nothing ever waits or notifies on it).
+_guard = _allocate_lock()
+_ENDED_CONDITION = threading.Condition()
+_ENDED = frozenset({_futures_base.CANCELLED, _futures_base.CANCELLED_AND_NOTIFIED,
+                    _futures_base.FINISHED})
+
+
+class _Nothing(list):  # type: ignore[type-arg]
+    """The waiter and callback list of an ended future: what is added is dropped."""
+
+    __slots__ = ()
+
+    def append(self, item: Any) -> None:
+        pass
+
+    def remove(self, item: Any) -> None:
+        pass
+
+
+_NOTHING = _Nothing()
+
+
 class _Future(concurrent.futures.Future[Any]):
-    """A caller's future: cancelling it withdraws its root from the batcher."""
+    """A caller's future: cancelling it withdraws its root from the batcher.
+
+    A ``concurrent.futures.Future`` in every respect (``result``, ``wait``,
+    ``as_completed``, callbacks, ``asyncio.wrap_future``); only its condition
+    and lists are made on first use.  It is also the driver's message for
+    its root (``_x``, ``_ctx``, ``_at``), so a submit allocates nothing else.
+    """
 
     def __init__(self, batcher: DynamicBatcher) -> None:
-        super().__init__()
+        # concurrent.futures.Future.__init__'s fields, less the eager ones.
+        self._state = _futures_base.PENDING
+        self._result: Any = None
+        self._exception: BaseException | None = None
+        self._cond: threading.Condition | None = None
         self._batcher: DynamicBatcher | None = batcher
         self._root: Root | None = None  # set by the driver thread when the root is added
         self._cancelled = False  # read without the future's lock by the driver
+        self._x: Any = None
+        self._ctx: contextvars.Context | None = None
+        self._at = 0.0
+
+    # Until a condition is made: what ``wait()`` and ``add_done_callback``
+    # register on an ended future is never used (it is done already).
+    _waiters: list[Any] = _NOTHING
+    _done_callbacks: list[Any] = _NOTHING
+
+    @property
+    def _condition(self) -> threading.Condition:  # type: ignore[override]
+        cond = self._cond
+        if cond is not None:
+            return cond
+        with _guard:
+            cond = self._cond
+            if cond is None:
+                if self._state in _ENDED:
+                    return _ENDED_CONDITION
+                self._waiters = []
+                self._done_callbacks = []
+                cond = self._cond = threading.Condition()
+        return cond
+
+    def set_result(self, result: Any) -> None:
+        """Set the result (the driver); wakes waiters and runs callbacks, if any."""
+        with _guard:
+            if self._cond is None:  # nobody waits or listens: no one to tell
+                if self._state in _ENDED:
+                    raise concurrent.futures.InvalidStateError(f"{self._state}: {self!r}")
+                self._result = result
+                self._state = _futures_base.FINISHED
+                return
+        super().set_result(result)
+
+    def set_exception(self, exception: BaseException | None) -> None:
+        """Set the exception (the driver); wakes waiters and runs callbacks, if any."""
+        with _guard:
+            if self._cond is None:
+                if self._state in _ENDED:
+                    raise concurrent.futures.InvalidStateError(f"{self._state}: {self!r}")
+                self._exception = exception
+                self._state = _futures_base.FINISHED
+                return
+        super().set_exception(exception)
 
     def cancel(self) -> bool:
         """Cancel the call: closes its generators, withdraws its unsent operations."""
@@ -223,6 +310,51 @@ class _Future(concurrent.futures.Future[Any]):
             self.set_exception(exc)
         except concurrent.futures.InvalidStateError:
             pass
+
+
+class _Waiter:
+    """A blocking ``run()`` caller: a lock the driver releases once the root is done.
+
+    Lighter than a future (no condition, no callbacks), which is what a
+    thread that waits at once needs.  Same driver-side interface as
+    :class:`_Future`.
+    """
+
+    __slots__ = ("lock", "value", "failed", "_batcher", "_root", "_cancelled", "_x", "_ctx", "_at")
+
+    def __init__(self, batcher: DynamicBatcher) -> None:
+        self.lock = _allocate_lock()
+        self.lock.acquire()
+        self.value: Any = None
+        self.failed = False
+        self._batcher: DynamicBatcher | None = batcher
+        self._root: Root | None = None
+        self._cancelled = False
+        self._x: Any = None
+        self._ctx: contextvars.Context | None = None
+        self._at = 0.0
+
+    def cancel(self) -> None:
+        """The caller gave up waiting (KeyboardInterrupt): withdraw its root."""
+        self._cancelled = True
+        batcher = self._batcher
+        if batcher is not None:
+            batcher._post(("cancel", self))
+
+    def _settle(self, root: Root) -> None:
+        batcher = self._batcher
+        if batcher is not None:
+            self._batcher = None
+            batcher._live.pop(self, None)
+        self.value = root.value
+        self.failed = root.failed
+        self.lock.release()
+
+    def _settle_error(self, exc: BaseException) -> None:
+        self._batcher = None
+        self.value = exc
+        self.failed = True
+        self.lock.release()
 
 
 class DynamicBatcher:
@@ -266,7 +398,7 @@ class DynamicBatcher:
         self.max_workers = max_workers
         self._cond = threading.Condition(threading.Lock())
         # Guarded by _cond: messages for the driver, flags, the driver thread.
-        self._inbox: deque[tuple[Any, ...]] = deque()
+        self._inbox: deque[Any] = deque()
         self._flush = False
         self._closed = False  # no more submits
         self._thread: threading.Thread | None = None
@@ -279,7 +411,7 @@ class DynamicBatcher:
         self._idents: set[int] = set()  # the driver's and workers' threads
         self._mail = False  # another execution answered (see Core's mailbox)
         # Driver thread only.
-        self._live: dict[_Future, None] = {}
+        self._live: dict[_Future | _Waiter, None] = {}
         self._calls: queue.SimpleQueue[Call | None] | None = None
         self._running = 0  # calls taken and not completed
         self._workers: list[threading.Thread] = []
@@ -301,21 +433,31 @@ class DynamicBatcher:
         closes ``x``'s generators and withdraws its operations not sent yet.
         Raises ``BatchError`` once the batcher is closed.
         """
-        _check_root("DynamicBatcher.submit()", x)
         fut = _Future(self)
-        message = ("root", x, contextvars.copy_context(), fut, time.monotonic())
+        self._send(x, fut, "DynamicBatcher.submit()")
+        return fut
+
+    def _send(self, x: Any, caller: _Future | _Waiter, what: str) -> None:
+        """Queue ``x`` for the driver, in a copy of this thread's context."""
+        # The caller object is the message: nothing else is allocated per root.
+        if isinstance(x, BatchableOperation):
+            caller._ctx = None  # no generator of the caller's runs: no context to copy
+        else:
+            _check_root(what, x)
+            caller._ctx = contextvars.copy_context()
+        caller._x = x
+        caller._at = time.monotonic()
         with self._cond:
             if self._closed:
                 raise BatchError(
-                    "DynamicBatcher.submit(): the batcher is closed; submit before close() (or "
-                    "before leaving its `with` block), or make a new DynamicBatcher")
+                    f"{what}: the batcher is closed; submit before close() (or before leaving "
+                    f"its `with` block), or make a new DynamicBatcher")
             inbox = self._inbox
-            inbox.append(message)
+            inbox.append(caller)
             if self._thread is None:
                 self._start()
             elif len(inbox) == self._notify_at:
                 self._cond.notify()
-        return fut
 
     @overload
     def run(self, x: Generator[Any, Any, T]) -> T: ...
@@ -336,7 +478,16 @@ class DynamicBatcher:
                 f"DynamicBatcher.run() was called from inside the batcher's own thread (by a "
                 f"generator or run_batch it is running), so it would wait on itself forever; "
                 f"yield it instead: `result = yield {_short(x)}`")
-        return self.submit(x).result()
+        waiter = _Waiter(self)
+        self._send(x, waiter, "DynamicBatcher.run()")
+        try:
+            waiter.lock.acquire()
+        except BaseException:  # KeyboardInterrupt while waiting: give the call up
+            waiter.cancel()
+            raise
+        if waiter.failed:
+            raise waiter.value
+        return waiter.value
 
     @overload
     async def arun(self, x: Generator[Any, Any, T]) -> T: ...
@@ -411,6 +562,11 @@ class DynamicBatcher:
         schedule = self._schedule
         cond = self._cond
         wake: float | None = None  # when a held-back group becomes due
+        # How late a timed wait returns (an average): the OS wakes a sleeping
+        # thread 0.05-0.3 ms after its deadline.  The driver sleeps until that
+        # much before a group is due and polls the rest of the way (releasing
+        # the GIL), so the group goes at max_delay, not max_delay + that.
+        late = 0.0001
         while True:
             # While a held-back group waits, new roots need to wake the driver
             # only once there are as many as could fill the fullest group.
@@ -419,15 +575,27 @@ class DynamicBatcher:
                 while not self._inbox and not self._flush and not self._mail:
                     if self._closed and not self._live and not self._running:
                         break
-                    if wake is not None:
-                        left = wake - time.monotonic()
-                        if left <= 0:
-                            break
-                        self._notify_at = room
-                        cond.wait(left)
-                    else:
+                    if wake is None:
                         self._notify_at = 1
                         cond.wait()
+                        continue
+                    now = time.monotonic()
+                    left = wake - now
+                    if left <= 0:
+                        break
+                    self._notify_at = room
+                    if left > late:
+                        if not cond.wait(left - late):  # timed out: learn how late
+                            overshoot = time.monotonic() - (now + left - late)
+                            late = min(_MAX_POLL, 0.8 * late + 0.2 * overshoot + 0.00001)
+                        continue
+                    # The last stretch: poll without the lock (callers may submit).
+                    cond.release()
+                    try:
+                        while time.monotonic() < wake:
+                            time.sleep(0)
+                    finally:
+                        cond.acquire()
                 self._notify_at = 0
                 self._mail = False
                 messages = self._inbox
@@ -463,42 +631,50 @@ class DynamicBatcher:
                                 return
                 break
 
-    def _take_messages(self, messages: deque[tuple[Any, ...]]) -> tuple[list[Root], float | None]:
+    def _take_messages(self, messages: deque[Any]) -> tuple[list[Root], float | None]:
         """Add the new roots and complete the finished calls.
 
-        Returns the roots cancelled, and when the earliest new root was submitted.
+        A message is a caller (a new root), ``("done", call, result, exc)``
+        or ``("cancel", caller)``.  Returns the roots cancelled, and when the
+        earliest new root was submitted.
         """
         core = self._core
         cancelled: list[Root] = []
         born: float | None = None
+        live = self._live
+        add_operation = core.add_operation
         for message in messages:
-            kind = message[0]
-            if kind == "root":
-                _, x, ctx, fut, submitted = message
+            if message.__class__ is not tuple:
+                fut = message
+                x = fut._x
+                fut._x = None
                 if fut._cancelled:
                     continue
+                submitted = fut._at
                 if born is None or submitted < born:
                     born = submitted
                 try:
-                    if isinstance(x, BatchableOperation):
-                        root = core.add_operation(x, fut._settle)
+                    ctx = fut._ctx
+                    if ctx is None:
+                        root = add_operation(x, fut._settle)
                     else:
+                        fut._ctx = None
                         root = ctx.run(core.add_root, x, False, fut._settle)
                 except Exception as err:
                     fut._settle_error(err)
                     continue
                 if not root.done:  # else answered at once (a cache hit): settled already
                     fut._root = root
-                    self._live[fut] = None
-            elif kind == "done":
+                    live[fut] = None
+            elif message[0] == "done":
                 _, call, result, exc = message
                 self._running -= 1
                 core.complete(call, result, exc)
             else:  # "cancel"
                 fut = message[1]
                 root = fut._root
-                if root is not None and not root.done and fut in self._live:
-                    del self._live[fut]
+                if root is not None and not root.done and fut in live:
+                    del live[fut]
                     cancelled.append(root)
         return cancelled, born
 
@@ -556,7 +732,7 @@ class DynamicBatcher:
         self._core.abort(exc)
         futures = list(self._live)
         self._live.clear()
-        futures.extend(m[3] for m in messages if m[0] == "root")  # not added yet
+        futures.extend(m for m in messages if m.__class__ is not tuple)  # not added yet
         for fut in futures:
             fut._settle_error(exc)
 

@@ -738,3 +738,96 @@ def test_a_group_that_grew_past_max_batch_size_goes_chunked() -> None:
         release.set()
         assert [f.result(5) for f in first + rest] == list(range(7))
     assert CALLS == [[0, 1], [2, 3], [4, 5], [6]]
+
+
+# -- the callers' futures and the dispatch clock ----------------------------------------------
+
+
+def test_submit_futures_work_with_every_concurrent_futures_tool() -> None:
+    import concurrent.futures as cf
+
+    seen: list[Any] = []
+    with batch.DynamicBatcher(max_delay=0.05) as batcher:
+        early = batcher.submit(double(1))
+        early.add_done_callback(lambda f: seen.append(("early", f.result())))
+        assert not early.done() and not early.running() and not early.cancelled()
+        with pytest.raises(cf.TimeoutError):
+            early.result(timeout=0.001)
+        failing = batcher.submit(fails_odd(3))
+        rest = [batcher.submit(double(i)) for i in range(2, 5)]
+        done, not_done = cf.wait([early, failing, *rest], timeout=5)
+        assert not not_done and len(done) == 5
+        assert sorted(f.result() for f in cf.as_completed(rest, timeout=5)) == [4, 6, 8]
+        assert early.result() == 2 and "finished returned int" in repr(early)
+        assert isinstance(failing.exception(), ValueError)
+        with pytest.raises(ValueError, match="odd 3"):
+            failing.result()
+        # Callbacks added after the end run at once; wait() on ended futures returns at once.
+        early.add_done_callback(lambda f: seen.append(("late", f.result())))
+        assert cf.wait(rest, timeout=0).not_done == set()
+        assert not early.cancel()
+
+        async def bridge() -> int:
+            return int(await asyncio.wrap_future(batcher.submit(double(21))))
+
+        assert asyncio.run(bridge()) == 42
+    assert seen == [("early", 2), ("late", 2)]
+
+
+def test_a_single_operation_answered_from_the_cache_resolves_at_once() -> None:
+    @batch.operation(cache_results=True)
+    def cached(xs: list[int]) -> list[int]:
+        CALLS.append(list(xs))
+        return [x + 100 for x in xs]
+
+    cache = batch.OperationCache()
+    with batch.DynamicBatcher(max_delay=0, cache=cache) as batcher:
+        assert batcher.run(cached(1)) == 101
+        assert batcher.submit(cached(1)).result(timeout=5) == 101  # a hit: no call
+        assert batcher.run(cached(1)) == 101
+
+    async def main() -> list[int]:
+        async with batch.AsyncBatcher(cache=cache) as abatcher:
+            hit = abatcher.run(cached(1))
+            assert hit.done()  # answered from the cache before run() returned
+            return [await hit, await abatcher.run(cached(2))]
+
+    assert asyncio.run(main()) == [101, 102]
+    assert CALLS == [[1], [2]]
+
+
+def test_a_lone_operation_is_never_sent_before_max_delay() -> None:
+    # The driver sleeps until just before a group is due and polls the rest
+    # of the way; it must still never send before max_delay has passed.
+    sent: list[float] = []
+
+    @batch.operation
+    def stamp(xs: list[int]) -> list[int]:
+        sent.append(time.monotonic())
+        return xs
+
+    delay = 0.003
+    early: list[float] = []
+    with batch.DynamicBatcher(max_delay=delay) as batcher:
+        for i in range(30):
+            t0 = time.monotonic()
+            assert batcher.run(stamp(i)) == i
+            if sent[-1] - t0 < delay:
+                early.append(sent[-1] - t0)
+    assert early == []
+    assert len(sent) == 30
+
+
+def test_async_run_returns_a_future_and_refuses_at_the_call() -> None:
+    async def main() -> list[int]:
+        batcher = batch.AsyncBatcher()
+        fut = batcher.run(double(1))
+        assert asyncio.isfuture(fut)
+        values = list(await asyncio.gather(fut, batcher.run(gen_twice(2))))
+        await batcher.aclose()
+        with pytest.raises(batch.BatchError, match=r"AsyncBatcher.run\(\): the batcher is closed"):
+            batcher.run(double(3))  # no await needed: the mistake raises here
+        return values
+
+    assert asyncio.run(main()) == [2, 8]
+    assert CALLS == [[1, 2], [4]]
