@@ -192,10 +192,31 @@ def _outcome_of(awaited: asyncio.Future[Any]) -> tuple[Any, BaseException | None
 # callback: a burst of 100,000 submits then allocates one object per future,
 # not ten (a threading.Condition is several), which is most of what the
 # garbage collector would otherwise scan.  ``_guard`` orders that making
-# against a result set without one; a future that ended before anyone asked
-# lends out ``_ENDED_CONDITION`` (nothing ever waits or notifies on it).
+# against a result set without one.  A future that ended before anyone asked
+# lends out ``_ENDED_CONDITION``, whose lock does nothing: its state never
+# changes again, so there is nothing to exclude, wait for or notify, and a
+# shared real lock could deadlock two ``concurrent.futures.wait`` calls that
+# take their futures' locks in id order.
+
+
+class _NoLock:
+    """The lock of an ended future's condition: there is nothing left to guard."""
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        return True
+
+    def release(self) -> None:
+        pass
+
+    def __enter__(self) -> bool:
+        return True
+
+    def __exit__(self, *exc_info: object) -> None:
+        pass
+
+
 _guard = _allocate_lock()
-_ENDED_CONDITION = threading.Condition()
+_ENDED_CONDITION = threading.Condition(_NoLock())  # type: ignore[arg-type]
 _ENDED = frozenset({_futures_base.CANCELLED, _futures_base.CANCELLED_AND_NOTIFIED,
                     _futures_base.FINISHED})
 
@@ -231,7 +252,9 @@ class _Future(concurrent.futures.Future[Any]):
         self._exception: BaseException | None = None
         self._cond: threading.Condition | None = None
         self._batcher: DynamicBatcher | None = batcher
-        self._root: Root | None = None  # set by the driver thread when the root is added
+        # Set by the driver thread when the root is added: what withdraw() takes
+        # (a Root, or this future for a single operation).
+        self._root: Any = None
         self._cancelled = False  # read without the future's lock by the driver
         self._x: Any = None
         self._ctx: contextvars.Context | None = None
@@ -289,19 +312,27 @@ class _Future(concurrent.futures.Future[Any]):
             batcher._post(("cancel", self))
         return True
 
-    def _settle(self, root: Root) -> None:
-        """The root finished (driver thread): give the caller its result."""
+    def resolve(self, value: Any, failed: bool) -> tuple[()]:
+        """The root finished (driver thread): give the caller its result.
+
+        The future is the end point of a single-operation root itself.
+        """
         batcher = self._batcher
         if batcher is not None:
             self._batcher = None
             batcher._live.pop(self, None)
         try:
-            if root.failed:
-                self.set_exception(root.value)
+            if failed:
+                self.set_exception(value)
             else:
-                self.set_result(root.value)
+                self.set_result(value)
         except concurrent.futures.InvalidStateError:
             pass  # cancelled meanwhile: nobody wants it
+        return ()
+
+    def _settle(self, root: Root) -> None:
+        """A generator or structure root finished (its ``on_done``)."""
+        self.resolve(root.value, root.failed)
 
     def _settle_error(self, exc: BaseException) -> None:
         """The root could not run, or the batcher failed: the caller gets ``exc``."""
@@ -328,7 +359,7 @@ class _Waiter:
         self.value: Any = None
         self.failed = False
         self._batcher: DynamicBatcher | None = batcher
-        self._root: Root | None = None
+        self._root: Any = None
         self._cancelled = False
         self._x: Any = None
         self._ctx: contextvars.Context | None = None
@@ -341,14 +372,18 @@ class _Waiter:
         if batcher is not None:
             batcher._post(("cancel", self))
 
-    def _settle(self, root: Root) -> None:
+    def resolve(self, value: Any, failed: bool) -> tuple[()]:
         batcher = self._batcher
         if batcher is not None:
             self._batcher = None
             batcher._live.pop(self, None)
-        self.value = root.value
-        self.failed = root.failed
+        self.value = value
+        self.failed = failed
         self.lock.release()
+        return ()
+
+    def _settle(self, root: Root) -> None:
+        self.resolve(root.value, root.failed)
 
     def _settle_error(self, exc: BaseException) -> None:
         self._batcher = None
@@ -631,7 +666,7 @@ class DynamicBatcher:
                                 return
                 break
 
-    def _take_messages(self, messages: deque[Any]) -> tuple[list[Root], float | None]:
+    def _take_messages(self, messages: deque[Any]) -> tuple[list[Any], float | None]:
         """Add the new roots and complete the finished calls.
 
         A message is a caller (a new root), ``("done", call, result, exc)``
@@ -639,7 +674,7 @@ class DynamicBatcher:
         earliest new root was submitted.
         """
         core = self._core
-        cancelled: list[Root] = []
+        cancelled: list[Any] = []
         born: float | None = None
         live = self._live
         add_operation = core.add_operation
@@ -656,26 +691,28 @@ class DynamicBatcher:
                 try:
                     ctx = fut._ctx
                     if ctx is None:
-                        root = add_operation(x, fut._settle)
+                        if not add_operation(x, fut):
+                            continue  # answered at once (a cache hit): settled already
+                        fut._root = fut
                     else:
                         fut._ctx = None
                         root = ctx.run(core.add_root, x, False, fut._settle)
+                        if root.done:
+                            continue
+                        fut._root = root
                 except Exception as err:
                     fut._settle_error(err)
                     continue
-                if not root.done:  # else answered at once (a cache hit): settled already
-                    fut._root = root
-                    live[fut] = None
+                live[fut] = None
             elif message[0] == "done":
                 _, call, result, exc = message
                 self._running -= 1
                 core.complete(call, result, exc)
             else:  # "cancel"
                 fut = message[1]
-                root = fut._root
-                if root is not None and not root.done and fut in live:
+                if fut in live:  # added and not settled (settling takes it out)
                     del live[fut]
-                    cancelled.append(root)
+                    cancelled.append(fut._root)
         return cancelled, born
 
     def _notify(self) -> None:
@@ -893,7 +930,8 @@ class AsyncBatcher:
                 "leaving its `async with` block), or make a new AsyncBatcher")
         core = self._core
         if isinstance(x, BatchableOperation):
-            root = core.add_operation(x, self._settle)
+            root = Root(False, self._settle)
+            core.add_operation(x, root)
         else:
             root = core.add_root(x, False, self._settle)
         fut = _Pending(self, root, loop)

@@ -265,20 +265,21 @@ class Core:
         self.woken.append(task)
         return root
 
-    def add_operation(self, op: BatchableOperation[Any], on_done: Callable[[Root], None]) -> Root:
+    def add_operation(self, op: BatchableOperation[Any], sink: Any) -> bool:
         """Queue one operation as a root of its own, with no generator around it.
 
         For a driver whose callers submit single operations (a batcher): the
-        operation goes straight into its group and its result straight to
-        ``on_done(root)``.  A cache hit, or an operation that cannot be
-        grouped, resolves the root before this returns (so ``on_done`` runs
-        first): check ``root.done``.
+        operation goes straight into its group, and its result to
+        ``sink.resolve(value, failed)`` (an end point, as a :class:`Root` is;
+        ``withdraw`` takes it as the root).  Returns False when it was
+        answered at once (a cache hit, or an operation that cannot be
+        grouped): ``sink`` was resolved before this returned.
         """
-        root = Root(False, on_done)
-        outcome = queue_operation(self, op, (root, 0, 1))
-        if outcome is not None:
-            fill(root, 0, outcome[0], outcome[1], self.woken)
-        return root
+        outcome = queue_operation(self, op, (sink, 0, 1))
+        if outcome is None:
+            return True
+        fill(sink, 0, outcome[0], outcome[1], self.woken)
+        return False
 
     def _seen_root(self, x: Any) -> bool:
         if self.root_gens is not None:
@@ -711,7 +712,7 @@ class Core:
 
     # -- a caller gives up (batchers) ---------------------------------------------
 
-    def withdraw(self, roots: Iterable[Root]) -> list[str]:
+    def withdraw(self, roots: Iterable[Any]) -> list[str]:
         """Close the trees of ``roots`` only and withdraw their operations not sent yet.
 
         For a driver that serves many callers (a batcher) whose caller

@@ -831,3 +831,29 @@ def test_async_run_returns_a_future_and_refuses_at_the_call() -> None:
 
     assert asyncio.run(main()) == [2, 8]
     assert CALLS == [[1, 2], [4]]
+
+
+def test_threads_waiting_on_overlapping_futures_do_not_block_each_other() -> None:
+    import concurrent.futures as cf
+
+    with batch.DynamicBatcher(max_delay=None) as batcher:
+        ended = [batcher.submit(double(i)) for i in range(3)]
+        batcher.flush()
+        assert [f.result(timeout=5) for f in ended] == [0, 2, 4]
+        pending = [batcher.submit(double(i)) for i in range(10, 13)]
+        # Each waiter holds a mix of ended and pending futures, in different orders.
+        sets = [ended + pending, pending[::-1] + ended[::-1]]
+        outcomes: list[Any] = [None, None]
+
+        def waiter(k: int) -> None:
+            outcomes[k] = cf.wait(sets[k], timeout=10)
+
+        threads = [threading.Thread(target=waiter, args=(k,)) for k in range(2)]
+        for t in threads:
+            t.start()
+        time.sleep(0.05)
+        batcher.flush()
+        for t in threads:
+            t.join(timeout=10)
+        assert all(not t.is_alive() for t in threads)
+    assert [len(o.done) for o in outcomes] == [6, 6]
