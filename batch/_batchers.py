@@ -270,6 +270,10 @@ class _Future(concurrent.futures.Future[Any]):
         cond = self._cond
         if cond is not None:
             return cond
+        if self._state in _ENDED:  # final: no condition is made from now on
+            cond = self._cond  # read after the state: one made before it ended shows here
+            return _ENDED_CONDITION if cond is None else cond
+        fresh = threading.Condition()  # made outside the guard: the driver takes it per result
         with _guard:
             cond = self._cond
             if cond is None:
@@ -277,7 +281,7 @@ class _Future(concurrent.futures.Future[Any]):
                     return _ENDED_CONDITION
                 self._waiters = []
                 self._done_callbacks = []
-                cond = self._cond = threading.Condition()
+                cond = self._cond = fresh
         return cond
 
     def set_result(self, result: Any) -> None:
@@ -599,8 +603,8 @@ class DynamicBatcher:
         wake: float | None = None  # when a held-back group becomes due
         # How late a timed wait returns (an average): the OS wakes a sleeping
         # thread 0.05-0.3 ms after its deadline.  The driver sleeps until that
-        # much before a group is due and polls the rest of the way (releasing
-        # the GIL), so the group goes at max_delay, not max_delay + that.
+        # much before a group is due and spins the rest of the way, so the
+        # group goes at max_delay, not max_delay + that.
         late = 0.0001
         while True:
             # While a held-back group waits, new roots need to wake the driver
@@ -624,13 +628,11 @@ class DynamicBatcher:
                             overshoot = time.monotonic() - (now + left - late)
                             late = min(_MAX_POLL, 0.8 * late + 0.2 * overshoot + 0.00001)
                         continue
-                    # The last stretch: poll without the lock (callers may submit).
-                    cond.release()
-                    try:
-                        while time.monotonic() < wake:
-                            time.sleep(0)
-                    finally:
-                        cond.acquire()
+                    # The last stretch (at most _MAX_POLL): spin.  Not sleep(0):
+                    # that hands the GIL to any busy thread, which may keep it
+                    # for the whole switch interval (5 ms).
+                    while time.monotonic() < wake:
+                        pass
                 self._notify_at = 0
                 self._mail = False
                 messages = self._inbox

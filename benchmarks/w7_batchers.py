@@ -156,10 +156,15 @@ def _scene_a_contenders() -> list[tuple[str, SceneA | None]]:
     ]
 
 
-def measure_a(sizes: W7Sizes, repeat: int) -> list[dict[str, Any]]:
-    """Scene (a): best and median seconds and run_batch calls per contender."""
-    _CALL_MS[0] = sizes.call_ms
-    levels = tuple(_level(f"Level{k}", sizes.call_ms) for k in (1, 2, 3))
+def measure_a(sizes: W7Sizes, repeat: int, call_ms: float | None = None) -> list[dict[str, Any]]:
+    """Scene (a): best and median seconds and run_batch calls per contender.
+
+    ``call_ms`` overrides the await per call (0: what the callers' machinery
+    costs, with no fixed wait to dilute it).
+    """
+    call_ms = sizes.call_ms if call_ms is None else call_ms
+    _CALL_MS[0] = call_ms
+    levels = tuple(_level(f"Level{k}", call_ms) for k in (1, 2, 3))
     expected = [i + 3 for i in range(sizes.tasks)]
     contenders = _scene_a_contenders()
     times: dict[str, list[float]] = {name: [] for name, _ in contenders}
@@ -390,12 +395,17 @@ def measure_w7(quick: bool, repeat: int) -> dict[str, Any]:
             warnings.filterwarnings("ignore", message="coroutine .* was never awaited",
                                     category=RuntimeWarning)
             a = measure_a(sizes, repeat)
+            a0 = measure_a(sizes, repeat, call_ms=0)
             b = measure_b(sizes, repeat)
             c = measure_c(sizes, repeat)
     finally:
         pyb_log.setLevel(level)
-    return {"sizes": sizes.__dict__ | {"bursts": list(sizes.bursts)}, "a": a, "b": b, "c": c,
-            "targets": targets(a, b, c, sizes)}
+    t = targets(a, b, c, sizes)
+    ab0, adl0 = _ok(a0, "AsyncBatcher"), _ok(a0, "aiodataloader")
+    if ab0 is not None and adl0 is not None:
+        t["a0_vs_aiodataloader"] = ab0["median"] / adl0["median"]
+    return {"sizes": sizes.__dict__ | {"bursts": list(sizes.bursts)}, "a": a, "a0": a0, "b": b,
+            "c": c, "targets": t}
 
 
 def _ok(rows: list[dict[str, Any]], prefix: str) -> dict[str, Any] | None:
@@ -446,6 +456,15 @@ def format_w7(doc: dict[str, Any]) -> str:
             continue
         lines.append(f"  {r['contender']:<40} {r['best'] * 1000:9.2f} {r['median'] * 1000:10.2f} "
                      f"{r['calls']:6d}")
+    if doc.get("a0"):
+        lines += ["", "W7 (a) again with run_batch awaiting nothing: the callers' machinery alone",
+                  f"  {'contender':<40} {'best ms':>9} {'median ms':>10} {'calls':>6}"]
+        for r in doc["a0"]:
+            if r["status"] != "ok":
+                lines.append(f"  {r['contender']:<40} {r['status']}")
+                continue
+            lines.append(f"  {r['contender']:<40} {r['best'] * 1000:9.2f} {r['median'] * 1000:10.2f} "
+                         f"{r['calls']:6d}")
     lines += ["", f"W7 (b): {s['threads']} threads x {s['requests']} sequential requests of x * 2",
               f"  {'contender':<40} {'req/s':>8} {'best':>8} {'p50 ms':>7} {'p99 ms':>7} "
               f"{'batch':>6}"]
@@ -470,6 +489,9 @@ def format_w7(doc: dict[str, Any]) -> str:
     if "a_vs_aiodataloader" in t:
         lines.append(f"  (a) AsyncBatcher / aiodataloader time: {t['a_vs_aiodataloader']:.2f}x "
                      f"(target <= 0.7x)")
+    if "a0_vs_aiodataloader" in t:
+        lines.append(f"  (a) the same, run_batch awaiting nothing: {t['a0_vs_aiodataloader']:.2f}x "
+                     f"(no target; the machinery alone)")
     if "b_throughput_vs_pybatcher" in t:
         lines.append(f"  (b) DynamicBatcher / PyBatcher throughput: {t['b_throughput_vs_pybatcher']:.2f}x "
                      f"(target >= 1.4x)")
