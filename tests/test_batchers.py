@@ -857,3 +857,29 @@ def test_threads_waiting_on_overlapping_futures_do_not_block_each_other() -> Non
             t.join(timeout=10)
         assert all(not t.is_alive() for t in threads)
     assert [len(o.done) for o in outcomes] == [6, 6]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs pthread_kill")
+def test_ctrl_c_while_run_waits_withdraws_that_callers_tree() -> None:
+    import signal
+
+    closed: list[int] = []
+
+    def gen_wait(x: int) -> Gen:
+        try:
+            return (yield double(x))
+        finally:
+            closed.append(x)
+
+    main = threading.get_ident()
+    with batch.DynamicBatcher(max_delay=None) as batcher:  # manual: nothing goes by itself
+        timer = threading.Timer(0.1, signal.pthread_kill, args=(main, signal.SIGINT))
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            batcher.run(gen_wait(1))
+        timer.join()
+        wait_until(lambda: closed == [1])  # the caller's tree was closed, its operation withdrawn
+        other = batcher.submit(double(2))
+        batcher.flush()
+        assert other.result(timeout=5) == 4
+    assert CALLS == [[2]]
