@@ -883,3 +883,12 @@ def test_ctrl_c_while_run_waits_withdraws_that_callers_tree() -> None:
         batcher.flush()
         assert other.result(timeout=5) == 4
     assert CALLS == [[2]]
+
+
+def test_the_future_fields_emulated_are_those_of_this_python() -> None:
+    # DynamicBatcher's futures set concurrent.futures.Future's fields themselves (their
+    # condition is made on first use); a Python that adds a field must fail here, loudly.
+    import concurrent.futures as cf
+
+    assert set(vars(cf.Future())) == {"_condition", "_state", "_result", "_exception", "_waiters",
+                                      "_done_callbacks"}
