@@ -38,7 +38,7 @@ def test_a_burst_of_100k_submits_resolves_every_future() -> None:
     threads_before = threading.active_count()
     with batch.DynamicBatcher(max_delay=0.002, max_batch_size=256) as batcher:
         futures = [batcher.submit(triple(i)) for i in range(100_000)]
-        done, not_done = cf.wait(futures, timeout=60)
+        _done, not_done = cf.wait(futures, timeout=60)
         assert not not_done
         assert [f.result() for f in futures] == [3 * i for i in range(100_000)]
     assert sum(BATCH_SIZES) == 100_000
