@@ -286,25 +286,24 @@ class _Future(concurrent.futures.Future[Any]):
 
     def set_result(self, result: Any) -> None:
         """Set the result (the driver); wakes waiters and runs callbacks, if any."""
-        with _guard:
-            if self._cond is None:  # nobody waits or listens: no one to tell
-                if self._state in _ENDED:
-                    raise concurrent.futures.InvalidStateError(f"{self._state}: {self!r}")
-                self._result = result
-                self._state = _futures_base.FINISHED
-                return
-        super().set_result(result)
+        if not self._end_quietly("_result", result):
+            super().set_result(result)
 
     def set_exception(self, exception: BaseException | None) -> None:
         """Set the exception (the driver); wakes waiters and runs callbacks, if any."""
+        if not self._end_quietly("_exception", exception):
+            super().set_exception(exception)
+
+    def _end_quietly(self, field: str, value: Any) -> bool:
+        """Finish with ``field = value`` if nobody waits or listens (no condition yet)."""
         with _guard:
-            if self._cond is None:
-                if self._state in _ENDED:
-                    raise concurrent.futures.InvalidStateError(f"{self._state}: {self!r}")
-                self._exception = exception
-                self._state = _futures_base.FINISHED
-                return
-        super().set_exception(exception)
+            if self._cond is not None:
+                return False  # someone may be told: concurrent.futures does it
+            if self._state in _ENDED:
+                raise concurrent.futures.InvalidStateError(f"{self._state}: {self!r}")
+            setattr(self, field, value)
+            self._state = _futures_base.FINISHED
+            return True
 
     def cancel(self) -> bool:
         """Cancel the call: closes its generators, withdraws its unsent operations."""

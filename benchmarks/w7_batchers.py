@@ -444,27 +444,25 @@ def targets(a: list[dict[str, Any]], b: list[dict[str, Any]], c: list[dict[str, 
     return out
 
 
-def format_w7(doc: dict[str, Any]) -> str:
-    """The three tables and the targets, as text."""
-    s = doc["sizes"]
-    lines = [f"W7 (a): {s['tasks']} asyncio tasks, each a depth-3 tree, async run_batch "
-             f"awaiting {s['call_ms']:g} ms per call",
-             f"  {'contender':<40} {'best ms':>9} {'median ms':>10} {'calls':>6}"]
-    for r in doc["a"]:
+def _table_a(rows: list[dict[str, Any]]) -> list[str]:
+    lines = [f"  {'contender':<40} {'best ms':>9} {'median ms':>10} {'calls':>6}"]
+    for r in rows:
         if r["status"] != "ok":
             lines.append(f"  {r['contender']:<40} {r['status']}")
             continue
         lines.append(f"  {r['contender']:<40} {r['best'] * 1000:9.2f} {r['median'] * 1000:10.2f} "
                      f"{r['calls']:6d}")
+    return lines
+
+
+def format_w7(doc: dict[str, Any]) -> str:
+    """The three tables and the targets, as text."""
+    s = doc["sizes"]
+    lines = [f"W7 (a): {s['tasks']} asyncio tasks, each a depth-3 tree, async run_batch "
+             f"awaiting {s['call_ms']:g} ms per call", *_table_a(doc["a"])]
     if doc.get("a0"):
         lines += ["", "W7 (a) again with run_batch awaiting nothing: the callers' machinery alone",
-                  f"  {'contender':<40} {'best ms':>9} {'median ms':>10} {'calls':>6}"]
-        for r in doc["a0"]:
-            if r["status"] != "ok":
-                lines.append(f"  {r['contender']:<40} {r['status']}")
-                continue
-            lines.append(f"  {r['contender']:<40} {r['best'] * 1000:9.2f} {r['median'] * 1000:10.2f} "
-                         f"{r['calls']:6d}")
+                  *_table_a(doc["a0"])]
     lines += ["", f"W7 (b): {s['threads']} threads x {s['requests']} sequential requests of x * 2",
               f"  {'contender':<40} {'req/s':>8} {'best':>8} {'p50 ms':>7} {'p99 ms':>7} "
               f"{'batch':>6}"]

@@ -343,12 +343,13 @@ def test_run_from_inside_the_batchers_own_thread_is_refused() -> None:
             batcher.run(gen_nested())
 
 
-def test_cache_is_shared_by_every_caller() -> None:
-    @batch.operation(cache_results=True)
-    def cached(xs: list[int]) -> list[int]:
-        CALLS.append(list(xs))
-        return [x + 100 for x in xs]
+@batch.operation(cache_results=True)
+def cached(xs: list[int]) -> list[int]:
+    CALLS.append(list(xs))
+    return [x + 100 for x in xs]
 
+
+def test_cache_is_shared_by_every_caller() -> None:
     cache = batch.OperationCache()
     with batch.DynamicBatcher(max_delay=0, cache=cache) as batcher:
         assert batcher.run(cached(1)) == 101
@@ -775,11 +776,6 @@ def test_submit_futures_work_with_every_concurrent_futures_tool() -> None:
 
 
 def test_a_single_operation_answered_from_the_cache_resolves_at_once() -> None:
-    @batch.operation(cache_results=True)
-    def cached(xs: list[int]) -> list[int]:
-        CALLS.append(list(xs))
-        return [x + 100 for x in xs]
-
     cache = batch.OperationCache()
     with batch.DynamicBatcher(max_delay=0, cache=cache) as batcher:
         assert batcher.run(cached(1)) == 101
