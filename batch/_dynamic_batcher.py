@@ -1,32 +1,9 @@
-"""Batching across callers: :class:`DynamicBatcher` (threads) and :class:`AsyncBatcher` (asyncio).
+"""``DynamicBatcher``: the trees of many threads' callers share rounds (a driver thread).
 
-Both are drivers of the round protocol (``_core``) over one long-lived
-:class:`~._core.Core`: every caller's root joins that core, so the trees of
-many callers (threads, tasks, web requests) share rounds and each group goes
-to its ``run_batch`` in one call.  What a batcher adds to a plain driver:
-
-- **Roots arrive at any time.**  Each one is added between steps, in a copy
-  of its caller's context (taken at submit), with an ``on_done`` callback
-  that hands its result or exception to that caller alone.
-- **It chooses which queued groups to take, and when** (:class:`_Schedule`):
-  a group goes when it has waited ``max_delay`` since it was first seen,
-  at once when it holds ``max_batch_size`` operations, or on ``flush()``;
-  ``max_delay=0`` means as soon as no generator can run; ``max_delay=None``
-  is manual mode.  Groups held back keep filling: operations that arrive
-  meanwhile join them.
-- **Rounds overlap.**  A group may be taken while calls of earlier rounds
-  still run, up to ``max_workers`` / ``max_concurrency`` calls at once;
-  when none is free, due groups wait and go together later (back-pressure).
-- **A caller may give up.**  Cancelling its future or task withdraws its
-  root (``Core.withdraw``): its generators are closed and its operations
-  not sent yet leave their groups; work shared with other callers goes on.
-- **Closing drains.**  ``close()`` / ``aclose()`` refuse new roots, send
-  every group at once until all roots submitted before have finished, then
-  end the core.  Nothing submitted is dropped.
-
-The core is single-threaded: a ``DynamicBatcher`` owns one driver thread
-that does every core call; callers talk to it through an inbox.  An
-``AsyncBatcher`` does every core call in callbacks of its event loop.
+The batcher's own thread does every call into its :class:`~._core.Core`;
+callers talk to it through an inbox (see ``_schedule`` for what both
+batchers share).  A caller is a :class:`_Future` (``submit``) or a
+:class:`_Waiter` (``run``), and is itself the inbox message for its root.
 """
 
 from __future__ import annotations
@@ -36,156 +13,30 @@ import concurrent.futures
 import concurrent.futures._base as _futures_base
 import contextvars
 import inspect
-import math
 import queue
 import threading
 import time
-import types
 from _thread import allocate_lock as _allocate_lock
 from collections import deque
-from collections.abc import Awaitable, Generator, Hashable
+from collections.abc import Generator
 from typing import Any, TypeVar, overload
 
 from ._cache import OperationCache
 from ._core import Core, State
 from ._dispatch import Call
 from ._errors import BatchError
-from ._operation import BatchableOperation, Settled
-from ._sharing import SharedGenerator
+from ._operation import BatchableOperation
+from ._schedule import Schedule, Structure, awaited, check_limit, check_options, check_root, short_root
 from ._tasks import Root
 from ._trace import Trace
 
-__all__ = ["AsyncBatcher", "DynamicBatcher"]
-
-# The longest stretch before a due group that the driver polls rather than sleeps.
-_MAX_POLL = 0.0005
+__all__ = ["DynamicBatcher"]
 
 T = TypeVar("T")
 
-_ROOT_TYPES = (BatchableOperation, list, tuple, dict, Settled, SharedGenerator)
-# What a root may be besides a generator or one operation (typed Any: the
-# results of a structure are typed per item only by batch.gather).
-_Structure = list[Any] | tuple[Any, ...] | dict[Any, Any] | Settled | SharedGenerator[Any]
+# The longest stretch before a due group that the driver spins rather than sleeps.
+_MAX_POLL = 0.0005
 
-
-# -- options and roots ----------------------------------------------------------------
-
-
-def _check_options(owner: str, max_delay: object, max_batch_size: object,
-                   min_batch_size: object) -> None:
-    if max_delay is not None and (isinstance(max_delay, bool) or not isinstance(max_delay, (int, float))
-                                  or not math.isfinite(max_delay) or max_delay < 0):
-        raise ValueError(
-            f"{owner}(max_delay={max_delay!r}) is invalid: it must be a finite number of seconds "
-            f">= 0 (e.g. max_delay=0.002), or None for manual mode (only max_batch_size and "
-            f"flush() dispatch)")
-    if max_batch_size is not None and (isinstance(max_batch_size, bool)
-                                       or not isinstance(max_batch_size, int) or max_batch_size < 1):
-        raise ValueError(
-            f"{owner}(max_batch_size={max_batch_size!r}) is invalid: it must be a positive int "
-            f"(e.g. max_batch_size=256), or None for no limit")
-    if isinstance(min_batch_size, bool) or not isinstance(min_batch_size, int) or min_batch_size < 1:
-        raise ValueError(
-            f"{owner}(min_batch_size={min_batch_size!r}) is invalid: it must be a positive int "
-            f"(1, the default, holds nothing back)")
-    if max_batch_size is not None and min_batch_size > max_batch_size:
-        raise ValueError(
-            f"{owner}(min_batch_size={min_batch_size}, max_batch_size={max_batch_size}) is "
-            f"invalid: min_batch_size must not be larger than max_batch_size")
-
-
-def _check_limit(owner: str, name: str, value: object, allow_none: bool) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        extra = ", or None for no limit" if allow_none else ""
-        raise ValueError(f"{owner}({name}={value!r}) is invalid: it must be a positive int{extra}")
-
-
-def _check_root(owner: str, x: Any) -> None:
-    """Refuse what cannot be a root, at the caller's call (the core checks the rest)."""
-    if type(x) is types.GeneratorType:
-        if x.gi_suspended or x.gi_frame is None or x.gi_running:
-            raise BatchError(
-                f"{owner} was given a generator that already ran ({x.__qualname__}); pass a "
-                f"fresh generator (call the generator function again)")
-        return
-    if isinstance(x, _ROOT_TYPES):
-        return
-    raise TypeError(
-        f"{owner} takes a batch generator, a BatchableOperation, or a list/tuple/dict of "
-        f"those; got {type(x).__qualname__}"
-        + (" (did you pass the generator function instead of calling it?)" if callable(x) else ""))
-
-
-class _Schedule:
-    """Which queued groups to take now: the dispatch rule, with no clock of its own.
-
-    ``first_seen[key]`` is when a group was first seen queued; a group keeps
-    its time until it is taken (operations that join it later do not reset
-    it), so no operation waits much longer than ``max_delay``.
-    """
-
-    __slots__ = ("max_delay", "max_batch_size", "min_batch_size", "first_seen")
-
-    def __init__(self, max_delay: float | None, max_batch_size: int | None, min_batch_size: int) -> None:
-        self.max_delay = max_delay
-        self.max_batch_size = max_batch_size
-        self.min_batch_size = min_batch_size
-        self.first_seen: dict[Hashable, float] = {}
-
-    def choose(self, groups: dict[Hashable, Any], now: float, flush: bool,
-               born: float | None = None) -> tuple[list[Hashable], float | None]:
-        """The keys of the groups due now (in group order), and when to look again.
-
-        ``born``: when the earliest root stepped since the last call was
-        submitted; a group first seen now started waiting no later than its
-        caller did (a driver that sleeps through arrivals sees them late).
-        """
-        due: list[Hashable] = []
-        wake: float | None = None
-        first_seen = self.first_seen
-        delay = self.max_delay
-        largest = self.max_batch_size
-        start = now if born is None or born > now else born
-        for key, group in groups.items():
-            since = first_seen.get(key)
-            if since is None:
-                since = first_seen[key] = start
-            size = group.size
-            if flush or (largest is not None and size >= largest):
-                due.append(key)
-            elif delay is None:
-                continue  # manual mode: only a full group or flush() sends it
-            elif delay == 0:
-                if size >= self.min_batch_size:
-                    due.append(key)
-            elif now - since >= delay:
-                due.append(key)
-            else:
-                at = since + delay
-                if wake is None or at < wake:
-                    wake = at
-        for key in due:
-            del first_seen[key]
-        return due, wake
-
-    def forget_missing(self, groups: dict[Hashable, Any]) -> None:
-        """Drop the times of groups that left the queue without being taken (withdrawn)."""
-        for key in [k for k in self.first_seen if k not in groups]:
-            del self.first_seen[key]
-
-
-def _outcome_of(awaited: asyncio.Future[Any]) -> tuple[Any, BaseException | None]:
-    if awaited.cancelled():
-        return None, asyncio.CancelledError()
-    exc = awaited.exception()
-    if exc is not None:
-        return None, exc
-    return awaited.result(), None
-
-
-# -- DynamicBatcher -----------------------------------------------------------------------
 
 
 # A future's condition is made only when some thread waits on it or adds a
@@ -428,11 +279,11 @@ class DynamicBatcher:
     def __init__(self, *, max_delay: float | None = 0.002, max_batch_size: int | None = None,
                  min_batch_size: int = 1, max_workers: int = 1, cache: OperationCache | None = None,
                  trace: Trace | None = None) -> None:
-        _check_options("DynamicBatcher", max_delay, max_batch_size, min_batch_size)
-        _check_limit("DynamicBatcher", "max_workers", max_workers, allow_none=False)
+        check_options("DynamicBatcher", max_delay, max_batch_size, min_batch_size)
+        check_limit("DynamicBatcher", "max_workers", max_workers, allow_none=False)
         self._core = Core(cache=cache, trace=trace)
         self._own_cache = cache is None
-        self._schedule = _Schedule(max_delay, max_batch_size, min_batch_size)
+        self._schedule = Schedule(max_delay, max_batch_size, min_batch_size)
         self.max_workers = max_workers
         self._cond = threading.Condition(threading.Lock())
         # Guarded by _cond: messages for the driver, flags, the driver thread.
@@ -461,7 +312,7 @@ class DynamicBatcher:
     @overload
     def submit(self, x: BatchableOperation[T]) -> concurrent.futures.Future[T]: ...
     @overload
-    def submit(self, x: _Structure) -> concurrent.futures.Future[Any]: ...
+    def submit(self, x: Structure) -> concurrent.futures.Future[Any]: ...
 
     def submit(self, x: Any) -> concurrent.futures.Future[Any]:
         """Run ``x`` in the batcher's next round; a future of its result (any thread).
@@ -481,7 +332,7 @@ class DynamicBatcher:
         if isinstance(x, BatchableOperation):
             caller._ctx = None  # no generator of the caller's runs: no context to copy
         else:
-            _check_root(what, x)
+            check_root(what, x)
             caller._ctx = contextvars.copy_context()
         caller._x = x
         caller._at = time.monotonic()
@@ -502,7 +353,7 @@ class DynamicBatcher:
     @overload
     def run(self, x: BatchableOperation[T]) -> T: ...
     @overload
-    def run(self, x: _Structure) -> Any: ...
+    def run(self, x: Structure) -> Any: ...
 
     def run(self, x: Any) -> Any:
         """Submit ``x`` and wait for its result (raises its exception).
@@ -515,7 +366,7 @@ class DynamicBatcher:
             raise BatchError(
                 f"DynamicBatcher.run() was called from inside the batcher's own thread (by a "
                 f"generator or run_batch it is running), so it would wait on itself forever; "
-                f"yield it instead: `result = yield {_short(x)}`")
+                f"yield it instead: `result = yield {short_root(x)}`")
         waiter = _Waiter(self)
         self._send(x, waiter, "DynamicBatcher.run()")
         try:
@@ -532,7 +383,7 @@ class DynamicBatcher:
     @overload
     async def arun(self, x: BatchableOperation[T]) -> T: ...
     @overload
-    async def arun(self, x: _Structure) -> Any: ...
+    async def arun(self, x: Structure) -> Any: ...
 
     async def arun(self, x: Any) -> Any:
         """Submit ``x`` and await its result, from any event loop.
@@ -781,15 +632,11 @@ def _run_call(call: Call) -> tuple[Any, BaseException | None]:
     if exc is None and inspect.isawaitable(result):
         loop = _thread_loop()
         try:
-            result = loop.run_until_complete(_await(result))
+            result = loop.run_until_complete(awaited(result))
         except BaseException as err:
             return None, err
         call.t1 = time.perf_counter()
     return result, exc
-
-
-async def _await(awaitable: Awaitable[Any]) -> Any:
-    return await awaitable
 
 
 _local = threading.local()
@@ -808,305 +655,3 @@ def _close_thread_loop() -> None:
     if loop is not None:
         _local.loop = None
         loop.close()
-
-
-def _short(x: Any) -> str:
-    if type(x) is types.GeneratorType:
-        return f"{x.__qualname__}(...)"
-    if isinstance(x, BatchableOperation):
-        return type(x).__qualname__ + "(...)"
-    return "..."
-
-
-# -- AsyncBatcher ---------------------------------------------------------------------------
-
-
-def _set_outcome(fut: asyncio.Future[Any], root: Root) -> None:
-    if root.failed:
-        fut.set_exception(root.value)
-    else:
-        fut.set_result(root.value)
-
-
-class _Pending(asyncio.Future[Any]):
-    """The future ``AsyncBatcher.run`` returns: cancelling it withdraws its root."""
-
-    def __init__(self, batcher: AsyncBatcher, root: Root, loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__(loop=loop)
-        self._batcher: AsyncBatcher | None = batcher
-        self._root = root
-
-    def cancel(self, msg: Any | None = None) -> bool:
-        """Cancel the call: closes its generators, withdraws its unsent operations."""
-        if not super().cancel(msg=msg):
-            return False
-        batcher = self._batcher
-        if batcher is not None:
-            self._batcher = None
-            batcher._withdraw(self._root)
-        return True
-
-
-class AsyncBatcher:
-    """Batch the trees of many asyncio tasks together, on one event loop.
-
-    ``await batcher.run(x)`` from any task of the loop that first used the
-    batcher (another loop gets ``BatchError``).  With ``max_delay=0`` (the
-    default) a round is sent once the loop has run every callback ready
-    now, as DataLoader does: all resolvers of one GraphQL level, or all
-    requests that arrived together, share it.  A positive ``max_delay``
-    waits that long for more; ``None`` is manual mode (``max_batch_size`` and
-    :meth:`flush` only).  At most ``max_concurrency`` calls run at once
-    (None: no limit).  A synchronous ``run_batch`` runs in the loop, or in a
-    worker thread when its class sets ``blocking = True``.  Cancelling a task
-    that awaits ``run`` closes its tree and withdraws its unsent operations.
-
-    >>> import asyncio, batch
-    >>> @batch.operation
-    ... async def double(xs: list[int]) -> list[int]:
-    ...     return [x * 2 for x in xs]
-    >>> async def main() -> list[int]:
-    ...     async with batch.AsyncBatcher() as batcher:
-    ...         return list(await asyncio.gather(*(batcher.run(double(i)) for i in range(3))))
-    >>> asyncio.run(main())
-    [0, 2, 4]
-    """
-
-    def __init__(self, *, max_delay: float | None = 0, max_batch_size: int | None = None,
-                 min_batch_size: int = 1, max_concurrency: int | None = None,
-                 cache: OperationCache | None = None, trace: Trace | None = None) -> None:
-        _check_options("AsyncBatcher", max_delay, max_batch_size, min_batch_size)
-        _check_limit("AsyncBatcher", "max_concurrency", max_concurrency, allow_none=True)
-        self._core = Core(cache=cache, trace=trace)
-        self._own_cache = cache is None
-        self._schedule = _Schedule(max_delay, max_batch_size, min_batch_size)
-        self.max_concurrency = max_concurrency
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._context = contextvars.Context()  # where ticks (and run_batch) run
-        self._tick_handle: asyncio.Handle | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = 0.0
-        self._flush = False
-        self._closed = False
-        self._live = 0  # roots not finished
-        self._running = 0  # calls in flight
-        self._tasks: set[asyncio.Future[Any]] = set()
-        self._drained: asyncio.Future[None] | None = None
-        self._futures: dict[Root, asyncio.Future[Any]] = {}
-
-    def _bind(self, what: str) -> asyncio.AbstractEventLoop:
-        loop = asyncio.get_running_loop()
-        if self._loop is None:
-            self._loop = loop
-            self._core.loop = loop
-        elif self._loop is not loop:
-            raise BatchError(
-                f"AsyncBatcher.{what}: this batcher is bound to the event loop that first used it, "
-                f"and this call runs in another one; make one AsyncBatcher per event loop (e.g. "
-                f"per request), or use DynamicBatcher.arun(), which any loop may await")
-        return loop
-
-    @overload
-    def run(self, x: Generator[Any, Any, T]) -> asyncio.Future[T]: ...
-    @overload
-    def run(self, x: BatchableOperation[T]) -> asyncio.Future[T]: ...
-    @overload
-    def run(self, x: _Structure) -> asyncio.Future[Any]: ...
-
-    def run(self, x: Any) -> asyncio.Future[Any]:
-        """Run ``x`` in the batcher's next round: ``await batcher.run(x)`` is its result.
-
-        ``x`` is a batch generator, an operation, or a list/tuple/dict of
-        them, run in a copy of this task's context.  Returns an
-        ``asyncio.Future`` (as DataLoader's ``load`` does, so
-        ``asyncio.gather`` makes no task per call); cancelling it, or the task
-        that awaits it, closes ``x``'s generators and withdraws its operations
-        not sent yet.  Bad input raises here, at the call.
-        """
-        _check_root("AsyncBatcher.run()", x)
-        loop = self._bind("run()")
-        if self._closed:
-            raise BatchError(
-                "AsyncBatcher.run(): the batcher is closed; run before aclose() (or before "
-                "leaving its `async with` block), or make a new AsyncBatcher")
-        core = self._core
-        if isinstance(x, BatchableOperation):
-            root = Root(False, self._settle)
-            core.add_operation(x, root)
-        else:
-            root = core.add_root(x, False, self._settle)
-        fut = _Pending(self, root, loop)
-        if root.done:  # answered at once (a cache hit)
-            _set_outcome(fut, root)
-            return fut
-        self._futures[root] = fut
-        self._live += 1
-        if self._tick_handle is None:
-            self._tick_handle = loop.call_soon(self._tick, context=self._context)
-        return fut
-
-    def _withdraw(self, root: Root) -> None:
-        """A caller cancelled its future: close its tree, withdraw its unsent operations."""
-        if not root.done and self._futures.pop(root, None) is not None:
-            self._live -= 1
-            self._core.withdraw([root])
-            self._schedule.forget_missing(self._core.groups)
-            self._check_drained()
-
-    def flush(self) -> None:
-        """Send every queued group at the next loop tick, whatever its size or age."""
-        loop = self._bind("flush()")
-        self._flush = True
-        self._kick(loop)
-
-    async def aclose(self) -> None:
-        """Stop intake; return once everything run before has finished (sends all at once)."""
-        loop = self._bind("aclose()")
-        self._closed = True
-        if self._live or self._running:
-            if self._drained is None:
-                self._drained = loop.create_future()
-            self._kick(loop)
-            await asyncio.shield(self._drained)
-        if not self._core.closed:
-            self._core.finish()
-
-    async def __aenter__(self) -> AsyncBatcher:
-        self._bind("__aenter__()")
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
-
-    # -- the driver (callbacks of the loop) ------------------------------------------------
-
-    def _settle(self, root: Root) -> None:
-        fut = self._futures.pop(root, None)
-        if fut is None:
-            return
-        self._live -= 1
-        if not fut.done():
-            _set_outcome(fut, root)
-
-    def _kick(self, loop: asyncio.AbstractEventLoop) -> None:
-        if self._tick_handle is None:
-            self._tick_handle = loop.call_soon(self._tick, context=self._context)
-
-    def _tick(self) -> None:
-        self._tick_handle = None
-        try:
-            self._rounds()
-        except BaseException as exc:  # a KeyboardInterrupt in a generator, or a bug here
-            self._fail_all(exc)
-            if not isinstance(exc, Exception):
-                raise
-
-    def _rounds(self) -> None:
-        core = self._core
-        loop = self._loop
-        assert loop is not None
-        schedule = self._schedule
-        limit = self.max_concurrency
-        flush = self._flush or self._closed
-        self._flush = False
-        while True:
-            state = core.step()
-            if state is State.DISPATCH:
-                if limit is not None and self._running >= limit:
-                    return  # back-pressure: a finishing call kicks the next tick
-                keys, wake = schedule.choose(core.groups, loop.time(), flush)
-                if wake is not None:
-                    self._wake_at(loop, wake)
-                if not keys:
-                    return
-                for call in core.take(keys, schedule.max_batch_size):
-                    self._start(loop, call)
-                continue
-            if state is State.WAIT:
-                mailbox = core.mailbox()
-                if mailbox.notify is None:
-                    mailbox.notify = self._notify_threadsafe
-            elif state is State.DONE and not self._running:
-                if self._own_cache and core._cache is not None:
-                    core.cache.clear()  # nothing in flight: start afresh
-                self._check_drained()
-            return
-
-    def _wake_at(self, loop: asyncio.AbstractEventLoop, at: float) -> None:
-        timer = self._timer
-        if timer is not None and not timer.cancelled() and self._timer_at <= at:
-            return
-        if timer is not None:
-            timer.cancel()
-        self._timer_at = at
-        self._timer = loop.call_at(at, self._on_timer, context=self._context)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        assert self._loop is not None
-        self._kick(self._loop)
-
-    def _notify_threadsafe(self) -> None:
-        loop = self._loop
-        if loop is not None:
-            try:
-                loop.call_soon_threadsafe(self._kick, loop, context=self._context)
-            except RuntimeError:  # pragma: no cover  (the loop closed meanwhile)
-                pass
-
-    def _start(self, loop: asyncio.AbstractEventLoop, call: Call) -> None:
-        """Run a call: a synchronous one now, an async or blocking one as a task."""
-        if call.blocking:
-            ctx = contextvars.copy_context()
-            waiting: asyncio.Future[Any] = loop.run_in_executor(None, ctx.run, call.run)
-            self._track(loop, call, waiting, unpack=True)
-            return
-        result, exc = call.run()
-        if exc is None and inspect.isawaitable(result):
-            task = asyncio.ensure_future(_await(result))
-            self._track(loop, call, task, unpack=False)
-            return
-        self._core.complete(call, result, exc)
-
-    def _track(self, loop: asyncio.AbstractEventLoop, call: Call, waiting: asyncio.Future[Any],
-               unpack: bool) -> None:
-        self._running += 1
-        self._tasks.add(waiting)
-
-        def done(f: asyncio.Future[Any]) -> None:
-            self._tasks.discard(f)
-            self._running -= 1
-            if self._core.closed:
-                return
-            if unpack and not f.cancelled() and f.exception() is None:
-                result, exc = f.result()
-            else:
-                result, exc = _outcome_of(f)
-                call.t1 = time.perf_counter()
-            try:
-                self._core.complete(call, result, exc)
-            except BaseException as err:
-                self._fail_all(err)
-                return
-            self._kick(loop)
-
-        waiting.add_done_callback(done, context=self._context)
-
-    def _check_drained(self) -> None:
-        drained = self._drained
-        if drained is not None and not self._live and not self._running and not drained.done():
-            drained.set_result(None)
-
-    def _fail_all(self, exc: BaseException) -> None:
-        """The driver cannot go on: every caller gets ``exc``; no more runs."""
-        self._closed = True
-        self._core.abort(exc)
-        futures = list(self._futures.values())
-        self._futures.clear()
-        self._live = 0
-        for task in list(self._tasks):
-            task.cancel()
-        for fut in futures:
-            if not fut.done():
-                fut.set_exception(exc)
-        self._check_drained()
