@@ -114,7 +114,13 @@ class AsyncBatcher:
         self._futures: dict[Root, asyncio.Future[Any]] = {}
 
     def _bind(self, what: str) -> asyncio.AbstractEventLoop:
-        loop = asyncio.get_running_loop()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise BatchError(
+                f"AsyncBatcher.{what} was called with no event loop running in this thread; call "
+                f"it from a coroutine (`await batcher.run(x)` inside `async def`), or use "
+                f"DynamicBatcher.run() from plain threads") from None
         if self._loop is None:
             self._loop = loop
             self._core.loop = loop

@@ -827,6 +827,9 @@ def test_async_run_returns_a_future_and_refuses_at_the_call() -> None:
 
     assert asyncio.run(main()) == [2, 8]
     assert CALLS == [[1, 2], [4]]
+    with pytest.raises(batch.BatchError, match=r"AsyncBatcher.run\(\) was called with no event loop "
+                                               r"running in this thread; call it from a coroutine"):
+        batch.AsyncBatcher().run(double(1))
 
 
 def test_threads_waiting_on_overlapping_futures_do_not_block_each_other() -> None:
