@@ -17,7 +17,7 @@ from typing import Any, TypeVar, overload
 from ._cache import OperationCache
 from ._core import Core, State
 from ._dispatch import Call
-from ._errors import BatchError
+from ._errors import batcher_closed_error, batcher_no_loop_error, batcher_other_loop_error
 from ._operation import BatchableOperation
 from ._schedule import Schedule, Structure, awaited, check_limit, check_options, check_root
 from ._tasks import Root
@@ -117,18 +117,12 @@ class AsyncBatcher:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            raise BatchError(
-                f"AsyncBatcher.{what} was called with no event loop running in this thread; call "
-                f"it from a coroutine (`await batcher.run(x)` inside `async def`), or use "
-                f"DynamicBatcher.run() from plain threads") from None
+            raise batcher_no_loop_error(what) from None
         if self._loop is None:
             self._loop = loop
             self._core.loop = loop
         elif self._loop is not loop:
-            raise BatchError(
-                f"AsyncBatcher.{what}: this batcher is bound to the event loop that first used it, "
-                f"and this call runs in another one; make one AsyncBatcher per event loop (e.g. "
-                f"per request), or use DynamicBatcher.arun(), which any loop may await")
+            raise batcher_other_loop_error(what)
         return loop
 
     @overload
@@ -151,9 +145,7 @@ class AsyncBatcher:
         check_root("AsyncBatcher.run()", x)
         loop = self._bind("run()")
         if self._closed:
-            raise BatchError(
-                "AsyncBatcher.run(): the batcher is closed; run before aclose() (or before "
-                "leaving its `async with` block), or make a new AsyncBatcher")
+            raise batcher_closed_error("AsyncBatcher.run()", "AsyncBatcher")
         core = self._core
         if isinstance(x, BatchableOperation):
             root = Root(False, self._settle)

@@ -24,7 +24,7 @@ from typing import Any, TypeVar, overload
 from ._cache import OperationCache
 from ._core import Core, State
 from ._dispatch import Call
-from ._errors import BatchError
+from ._errors import batcher_closed_error, batcher_own_thread_error
 from ._operation import BatchableOperation
 from ._schedule import Schedule, Structure, awaited, check_limit, check_options, check_root, short_root
 from ._tasks import Root
@@ -338,9 +338,7 @@ class DynamicBatcher:
         caller._at = time.monotonic()
         with self._cond:
             if self._closed:
-                raise BatchError(
-                    f"{what}: the batcher is closed; submit before close() (or before leaving "
-                    f"its `with` block), or make a new DynamicBatcher")
+                raise batcher_closed_error(what, "DynamicBatcher")
             inbox = self._inbox
             inbox.append(caller)
             if self._thread is None:
@@ -363,10 +361,7 @@ class DynamicBatcher:
         there instead.
         """
         if threading.get_ident() in self._idents:
-            raise BatchError(
-                f"DynamicBatcher.run() was called from inside the batcher's own thread (by a "
-                f"generator or run_batch it is running), so it would wait on itself forever; "
-                f"yield it instead: `result = yield {short_root(x)}`")
+            raise batcher_own_thread_error("DynamicBatcher.run()", short_root(x))
         waiter = _Waiter(self)
         self._send(x, waiter, "DynamicBatcher.run()")
         try:
@@ -406,8 +401,7 @@ class DynamicBatcher:
         From inside the batcher's own thread it raises ``BatchError``.
         """
         if threading.get_ident() in self._idents:
-            raise BatchError("DynamicBatcher.close() was called from inside the batcher's own "
-                             "thread; close it from the thread that owns it")
+            raise batcher_own_thread_error("DynamicBatcher.close()", None)
         with self._cond:
             self._closed = True
             thread = self._thread
