@@ -11,9 +11,9 @@ from ._api import execute_async as execute_async
 from ._api import execute_iter as execute_iter
 from ._api import execute_many as execute_many
 from ._api import execute_many_async as execute_many_async
-from ._batchers import AsyncBatcher as AsyncBatcher
-from ._batchers import DynamicBatcher as DynamicBatcher
+from ._async_batcher import AsyncBatcher as AsyncBatcher
 from ._cache import OperationCache as OperationCache
+from ._dynamic_batcher import DynamicBatcher as DynamicBatcher
 from ._errors import BatchError as BatchError
 from ._errors import BatchResultError as BatchResultError
 from ._errors import CycleError as CycleError

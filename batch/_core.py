@@ -125,7 +125,7 @@ from ._grouping import DedupeOps, Group
 from ._mailbox import ANSWER, RETRY, SHARED, Mailbox
 from ._operation import BatchableOperation, Settled
 from ._sharing import RUNNING, SharedGenerator
-from ._stepping import enqueue, step
+from ._stepping import enqueue, queue_operation, step
 from ._tasks import GEN, HOLD, SEND, SINCE, SINK, STACK, Join, Root, Task, by_since, deliver, fill, open_join
 from ._teardown import climb, close_tasks, closing_order, find_cycle
 from ._trace import RoundRecord, Trace
@@ -292,6 +292,22 @@ class Core:
                     if gen is not None and gen.gi_frame is not None:  # not finished
                         tasks.append(task)
         return tasks
+
+    def add_operation(self, op: BatchableOperation[Any], sink: Any) -> bool:
+        """Queue one operation as a root of its own, with no generator around it.
+
+        For a driver whose callers submit single operations (a batcher): the
+        operation goes straight into its group, and its result to
+        ``sink.resolve(value, failed)`` (an end point, as a :class:`Root` is;
+        ``withdraw`` takes it as the root).  Returns False when it was
+        answered at once (a cache hit, or an operation that cannot be
+        grouped): ``sink`` was resolved before this returned.
+        """
+        outcome = queue_operation(self, op, (sink, 0, 1))
+        if outcome is None:
+            return True
+        fill(sink, 0, outcome[0], outcome[1], self.woken)
+        return False
 
     def _seen_root(self, x: Any) -> bool:
         if self.root_gens is not None:
@@ -724,7 +740,7 @@ class Core:
 
     # -- a caller gives up (batchers) ---------------------------------------------
 
-    def withdraw(self, roots: Iterable[Root]) -> list[str]:
+    def withdraw(self, roots: Iterable[Any]) -> list[str]:
         """Close the trees of ``roots`` only and withdraw their operations not sent yet.
 
         For a driver that serves many callers (a batcher) whose caller

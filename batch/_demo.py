@@ -411,7 +411,7 @@ def concurrent_requests(path: str, n: int, latency: float) -> int:
     import asyncio
 
     from ._api import execute_async
-    from ._batchers import AsyncBatcher
+    from ._async_batcher import AsyncBatcher
 
     users = readers(path, n)
     conn = sqlite3.connect(path)

@@ -17,6 +17,10 @@ __all__ = [
     "YieldTypeError",
     "async_in_sync_error",
     "batch_key_error",
+    "batcher_closed_error",
+    "batcher_no_loop_error",
+    "batcher_other_loop_error",
+    "batcher_own_thread_error",
     "batcher_type_error",
     "changed_list_error",
     "cost_error",
@@ -503,3 +507,44 @@ def run_batch_generator_expression_error(owner: str) -> BatchResultError:
         f"per operation, in order: `return [rows.get(op.key) for op in operations]` "
         f"(square brackets)"
     )
+
+
+# -- the batchers, misused ---------------------------------------------------------------
+
+
+def batcher_closed_error(what: str, owner: str) -> BatchError:
+    """``what`` (e.g. ``"DynamicBatcher.submit()"``) was called after the batcher closed."""
+    if owner == "AsyncBatcher":
+        verb, closer, block = "run", "aclose()", "async with"
+    else:
+        verb, closer, block = "submit", "close()", "with"
+    return BatchError(
+        f"{what}: the batcher is closed; {verb} before {closer} (or before leaving its `{block}` "
+        f"block), or make a new {owner}")
+
+
+def batcher_own_thread_error(what: str, root: str | None) -> BatchError:
+    """A DynamicBatcher's ``run()`` (``root``: the root, shortened) or ``close()`` from its own thread."""
+    if root is None:
+        return BatchError(f"{what} was called from inside the batcher's own thread; close it from "
+                          f"the thread that owns it")
+    return BatchError(
+        f"{what} was called from inside the batcher's own thread (by a generator or run_batch it "
+        f"is running), so it would wait on itself forever; yield it instead: "
+        f"`result = yield {root}`")
+
+
+def batcher_no_loop_error(what: str) -> BatchError:
+    """An AsyncBatcher method called with no running event loop."""
+    return BatchError(
+        f"AsyncBatcher.{what} was called with no event loop running in this thread; call it from "
+        f"a coroutine (`await batcher.run(x)` inside `async def`), or use DynamicBatcher.run() "
+        f"from plain threads")
+
+
+def batcher_other_loop_error(what: str) -> BatchError:
+    """An AsyncBatcher used from an event loop other than the one it is bound to."""
+    return BatchError(
+        f"AsyncBatcher.{what}: this batcher is bound to the event loop that first used it, and "
+        f"this call runs in another one; make one AsyncBatcher per event loop (e.g. per request), "
+        f"or use DynamicBatcher.arun(), which any loop may await")

@@ -60,7 +60,7 @@ from ._tasks import (
     open_join,
 )
 
-__all__ = ["enqueue", "start_join", "step"]
+__all__ = ["enqueue", "queue_operation", "start_join", "step"]
 
 GeneratorType = types.GeneratorType
 _send = GeneratorType.send
@@ -218,17 +218,7 @@ def _reused(task: list[Any], y: Any) -> BaseException:
 def _yield_other(core: Any, task: list[Any], y: Any, cls: type) -> tuple[Any, bool] | None:
     """Everything but a queued group's class: returns None to park, or a value to resume with."""
     if isinstance(y, BatchableOperation):
-        try:
-            info = op_info(cls)
-        except BatchSettingError as exc:  # a setting made invalid after the class was defined
-            return exc, True
-        if info.fast:
-            # The first of its class this round: its group is keyed by the class.
-            group = core.groups[cls] = Group(cls, info, cls)
-            group.ops.append(y)
-            group.targets.append(task)
-            return None
-        return enqueue(core, y, info, task)
+        return queue_operation(core, y, task)
     if isinstance(y, (list, tuple, dict)):
         return start_join(core, y, task, 0, task[CTX], False, False, task[GEN])
     if isinstance(y, Settled):
@@ -255,6 +245,28 @@ def _explain_attribute_error(gen: Any, exc: AttributeError) -> BaseException:
 def _yieldable(value: Any) -> bool:
     return isinstance(value, (BatchableOperation, GeneratorType, list, tuple, dict, Settled,
                               SharedGenerator))
+
+
+def queue_operation(core: Any, op: Any, target: Any) -> tuple[Any, bool] | None:
+    """Queue ``op`` for ``target`` in its group (made if new).
+
+    Returns None when ``target`` now waits, or (value, failed) when the
+    operation is answered at once (a cache hit) or cannot be grouped.
+    """
+    cls = op.__class__
+    group = core.groups.get(cls)
+    if group is None:
+        try:
+            info = op_info(cls)
+        except BatchSettingError as exc:  # a setting made invalid after the class was defined
+            return exc, True
+        if not info.fast:
+            return enqueue(core, op, info, target)
+        # The first of its class this round: its group is keyed by the class.
+        group = core.groups[cls] = Group(cls, info, cls)
+    group.ops.append(op)
+    group.targets.append(target)
+    return None
 
 
 def enqueue(core: Any, op: Any, info: OpInfo, target: Any) -> tuple[Any, bool] | None:

@@ -343,12 +343,13 @@ def test_run_from_inside_the_batchers_own_thread_is_refused() -> None:
             batcher.run(gen_nested())
 
 
-def test_cache_is_shared_by_every_caller() -> None:
-    @batch.operation(cache_results=True)
-    def cached(xs: list[int]) -> list[int]:
-        CALLS.append(list(xs))
-        return [x + 100 for x in xs]
+@batch.operation(cache_results=True)
+def cached(xs: list[int]) -> list[int]:
+    CALLS.append(list(xs))
+    return [x + 100 for x in xs]
 
+
+def test_cache_is_shared_by_every_caller() -> None:
     cache = batch.OperationCache()
     with batch.DynamicBatcher(max_delay=0, cache=cache) as batcher:
         assert batcher.run(cached(1)) == 101
@@ -738,3 +739,155 @@ def test_a_group_that_grew_past_max_batch_size_goes_chunked() -> None:
         release.set()
         assert [f.result(5) for f in first + rest] == list(range(7))
     assert CALLS == [[0, 1], [2, 3], [4, 5], [6]]
+
+
+# -- the callers' futures and the dispatch clock ----------------------------------------------
+
+
+def test_submit_futures_work_with_every_concurrent_futures_tool() -> None:
+    import concurrent.futures as cf
+
+    seen: list[Any] = []
+    with batch.DynamicBatcher(max_delay=0.05) as batcher:
+        early = batcher.submit(double(1))
+        early.add_done_callback(lambda f: seen.append(("early", f.result())))
+        assert not early.done() and not early.running() and not early.cancelled()
+        with pytest.raises(cf.TimeoutError):
+            early.result(timeout=0.001)
+        failing = batcher.submit(fails_odd(3))
+        rest = [batcher.submit(double(i)) for i in range(2, 5)]
+        done, not_done = cf.wait([early, failing, *rest], timeout=5)
+        assert not not_done and len(done) == 5
+        assert sorted(f.result() for f in cf.as_completed(rest, timeout=5)) == [4, 6, 8]
+        assert early.result() == 2 and "finished returned int" in repr(early)
+        assert isinstance(failing.exception(), ValueError)
+        with pytest.raises(ValueError, match="odd 3"):
+            failing.result()
+        # Callbacks added after the end run at once; wait() on ended futures returns at once.
+        early.add_done_callback(lambda f: seen.append(("late", f.result())))
+        assert cf.wait(rest, timeout=0).not_done == set()
+        assert not early.cancel()
+
+        async def bridge() -> int:
+            return int(await asyncio.wrap_future(batcher.submit(double(21))))
+
+        assert asyncio.run(bridge()) == 42
+    assert seen == [("early", 2), ("late", 2)]
+
+
+def test_a_single_operation_answered_from_the_cache_resolves_at_once() -> None:
+    cache = batch.OperationCache()
+    with batch.DynamicBatcher(max_delay=0, cache=cache) as batcher:
+        assert batcher.run(cached(1)) == 101
+        assert batcher.submit(cached(1)).result(timeout=5) == 101  # a hit: no call
+        assert batcher.run(cached(1)) == 101
+
+    async def main() -> list[int]:
+        async with batch.AsyncBatcher(cache=cache) as abatcher:
+            hit = abatcher.run(cached(1))
+            assert hit.done()  # answered from the cache before run() returned
+            return [await hit, await abatcher.run(cached(2))]
+
+    assert asyncio.run(main()) == [101, 102]
+    assert CALLS == [[1], [2]]
+
+
+def test_a_lone_operation_is_never_sent_before_max_delay() -> None:
+    # The driver sleeps until just before a group is due and polls the rest
+    # of the way; it must still never send before max_delay has passed.
+    sent: list[float] = []
+
+    @batch.operation
+    def stamp(xs: list[int]) -> list[int]:
+        sent.append(time.monotonic())
+        return xs
+
+    delay = 0.003
+    early: list[float] = []
+    with batch.DynamicBatcher(max_delay=delay) as batcher:
+        for i in range(30):
+            t0 = time.monotonic()
+            assert batcher.run(stamp(i)) == i
+            if sent[-1] - t0 < delay:
+                early.append(sent[-1] - t0)
+    assert early == []
+    assert len(sent) == 30
+
+
+def test_async_run_returns_a_future_and_refuses_at_the_call() -> None:
+    async def main() -> list[int]:
+        batcher = batch.AsyncBatcher()
+        fut = batcher.run(double(1))
+        assert asyncio.isfuture(fut)
+        values = list(await asyncio.gather(fut, batcher.run(gen_twice(2))))
+        await batcher.aclose()
+        with pytest.raises(batch.BatchError, match=r"AsyncBatcher.run\(\): the batcher is closed"):
+            batcher.run(double(3))  # no await needed: the mistake raises here
+        return values
+
+    assert asyncio.run(main()) == [2, 8]
+    assert CALLS == [[1, 2], [4]]
+    with pytest.raises(batch.BatchError, match=r"AsyncBatcher.run\(\) was called with no event loop "
+                                               r"running in this thread; call it from a coroutine"):
+        batch.AsyncBatcher().run(double(1))
+
+
+def test_threads_waiting_on_overlapping_futures_do_not_block_each_other() -> None:
+    import concurrent.futures as cf
+
+    with batch.DynamicBatcher(max_delay=None) as batcher:
+        ended = [batcher.submit(double(i)) for i in range(3)]
+        batcher.flush()
+        assert [f.result(timeout=5) for f in ended] == [0, 2, 4]
+        pending = [batcher.submit(double(i)) for i in range(10, 13)]
+        # Each waiter holds a mix of ended and pending futures, in different orders.
+        sets = [ended + pending, pending[::-1] + ended[::-1]]
+        outcomes: list[Any] = [None, None]
+
+        def waiter(k: int) -> None:
+            outcomes[k] = cf.wait(sets[k], timeout=10)
+
+        threads = [threading.Thread(target=waiter, args=(k,)) for k in range(2)]
+        for t in threads:
+            t.start()
+        time.sleep(0.05)
+        batcher.flush()
+        for t in threads:
+            t.join(timeout=10)
+        assert all(not t.is_alive() for t in threads)
+    assert [len(o.done) for o in outcomes] == [6, 6]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs pthread_kill")
+def test_ctrl_c_while_run_waits_withdraws_that_callers_tree() -> None:
+    import signal
+
+    closed: list[int] = []
+
+    def gen_wait(x: int) -> Gen:
+        try:
+            return (yield double(x))
+        finally:
+            closed.append(x)
+
+    main = threading.get_ident()
+    with batch.DynamicBatcher(max_delay=None) as batcher:  # manual: nothing goes by itself
+        timer = threading.Timer(0.1, signal.pthread_kill, args=(main, signal.SIGINT))
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            batcher.run(gen_wait(1))
+        timer.join()
+        wait_until(lambda: closed == [1])  # the caller's tree was closed, its operation withdrawn
+        other = batcher.submit(double(2))
+        batcher.flush()
+        assert other.result(timeout=5) == 4
+    assert CALLS == [[2]]
+
+
+def test_the_future_fields_emulated_are_those_of_this_python() -> None:
+    # DynamicBatcher's futures set concurrent.futures.Future's fields themselves (their
+    # condition is made on first use); a Python that adds a field must fail here, loudly.
+    import concurrent.futures as cf
+
+    assert set(vars(cf.Future())) == {"_condition", "_state", "_result", "_exception", "_waiters",
+                                      "_done_callbacks"}
