@@ -160,7 +160,7 @@ class Core:
     # Slots, and containers made only when used: an execution that runs one
     # small tree creates few objects for the garbage collector to track,
     # which is what a server running thousands of them at once pays for.
-    __slots__ = ("_cache", "trace", "hook", "rounds", "cache_hits", "ready", "woken", "live",
+    __slots__ = ("_cache", "trace", "hook", "rounds", "cache_hits", "ready", "woken", "live", "broods",
                  "building", "clock", "sort_woken", "root_gens", "first_root", "groups",
                  "dispatching", "calls_out", "_round_calls", "shared", "_mailbox", "_limit", "thread",
                  "loop", "closed", "enclosing")
@@ -182,17 +182,23 @@ class Core:
         # Step state (``_stepping``): tasks to run, tasks woken since the last step.
         self.ready: list[list[Any]] = []
         self.woken: list[list[Any]] = []
-        # Every task that exists, by its bottom generator (the one it was made
-        # for, which never changes: generators hash by identity, so no id()
-        # call), in creation order: registered before
-        # its generator first runs, removed once its bottom generator has
-        # finished.  abort() closes what is left, innermost first (see
-        # ``_teardown.closing_order``).  It costs a dict insert and delete per
-        # task, and it is what lets abort() find every live generator whatever
-        # raised and wherever - user code, the executor's own, or a
+        # The registry of tasks: every task that exists is in one of these
+        # from before its generator first runs (see _tasks).  abort() closes
+        # what is left, innermost first (see ``_teardown.closing_order``):
+        # it is what lets abort() find every live generator whatever raised
+        # and wherever - user code, the executor's own, or a
         # KeyboardInterrupt arriving between two of its bytecodes: no other
         # structure needs to be consistent at that moment.
+        # ``live``: the tasks that are not a structure's child (roots, shared
+        # generators, layered batches), by their bottom generator (the one
+        # they were made for: generators hash by identity, so no id() call),
+        # in creation order, removed once it has finished.
         self.live: dict[Any, list[Any]] = {}
+        # ``broods``: the children of each structure (by its Join) that has
+        # generator children, in creation order, until the join completes:
+        # one list append per child instead of a dict insert and delete (the
+        # commonest task by far), finished children skipped by abort().
+        self.broods: dict[Join, list[list[Any]]] | None = None  # made on first use
         # (sink, index) of the structure start_join is building, whose join
         # waits on a placeholder meanwhile; None when none is.
         self.building: tuple[Any, int] | None = None
@@ -201,7 +207,7 @@ class Core:
         # Root generators not started yet, to refuse one given twice: the
         # first alone, a dict from the second on.
         self.first_root: Any = None
-        self.root_gens: dict[int, Any] | None = None
+        self.root_gens: dict[Any, None] | None = None  # (generators hash by identity)
         # Queued operations by group key, and the classes seen (``_grouping``).
         self.groups: dict[Hashable, Group] = {}
         # Dispatches taken and not yet answered, in take order.
@@ -248,12 +254,13 @@ class Core:
                 raise root_twice_error(x) if self._seen_root(x) else root_started_error(x)
             if self.first_root is None:
                 self.first_root = x
-            elif self._seen_root(x):
-                raise root_twice_error(x)
             else:
-                if self.root_gens is None:
-                    self.root_gens = {id(self.first_root): self.first_root}
-                self.root_gens[id(x)] = x
+                gens = self.root_gens
+                if gens is None:
+                    gens = self.root_gens = {self.first_root: None}
+                if x in gens:
+                    raise root_twice_error(x)
+                gens[x] = None
             gen = x
         elif isinstance(x, (BatchableOperation, list, tuple, dict, Settled, SharedGenerator)):
             gen = root_gen(x)
@@ -264,6 +271,27 @@ class Core:
         self.live[gen] = task
         self.woken.append(task)
         return root
+
+    def brood(self, join: Join) -> list[list[Any]]:
+        """Register the list of ``join``'s child tasks (at its first child; see ``broods``)."""
+        broods = self.broods
+        if broods is None:
+            broods = self.broods = {}
+        brood: list[list[Any]] = []
+        broods[join] = brood
+        join.broods = broods  # the join leaves it when it completes (see _tasks.fill)
+        return brood
+
+    def _live_tasks(self) -> list[list[Any]]:
+        """Every task that may hold a generator to close: the live ones, then structures' children."""
+        tasks = list(self.live.values())
+        if self.broods:
+            for brood in self.broods.values():
+                for task in brood:
+                    gen = task[GEN]
+                    if gen is not None and gen.gi_frame is not None:  # not finished
+                        tasks.append(task)
+        return tasks
 
     def add_operation(self, op: BatchableOperation[Any], sink: Any) -> bool:
         """Queue one operation as a root of its own, with no generator around it.
@@ -283,7 +311,7 @@ class Core:
 
     def _seen_root(self, x: Any) -> bool:
         if self.root_gens is not None:
-            return id(x) in self.root_gens
+            return x in self.root_gens
         return self.first_root is x
 
     def roots_started(self) -> None:
@@ -754,9 +782,14 @@ class Core:
                 memo[k] = known
             return known
 
-        tasks = closing_order([t for t in self.live.values() if withdrawn(t)], None)
+        tasks = closing_order([t for t in self._live_tasks() if withdrawn(t)], None)
         for task in tasks:
-            del self.live[task[STACK][0] if task[STACK] else task[GEN]]
+            if task[SINK].__class__ is not Join:  # (a structure's child goes with its brood)
+                del self.live[task[STACK][0] if task[STACK] else task[GEN]]
+        if self.broods:
+            for join in [j for j in self.broods if withdrawn(j)]:
+                del self.broods[join]
+                join.broods = None
         self.ready[:] = [t for t in self.ready if not withdrawn(t)]
         self.woken[:] = [t for t in self.woken if not withdrawn(t)]
         for key, group in list(self.groups.items()):
@@ -785,8 +818,10 @@ class Core:
         if self.closed:
             return
         self.closed = True
-        tasks = closing_order(list(self.live.values()), self.building)
+        tasks = closing_order(self._live_tasks(), self.building)
         self.live.clear()
+        if self.broods:
+            self.broods.clear()
         self._release_markers()
         self.ready.clear()
         self.woken.clear()

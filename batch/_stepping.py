@@ -50,6 +50,7 @@ from ._tasks import (
     SINCE,
     SINK,
     STACK,
+    START,
     TAKE,
     THROW,
     VALUE,
@@ -66,6 +67,7 @@ _send = GeneratorType.send
 _throw = GeneratorType.throw
 _FIELDS = (GEN, CTX, STACK, SINK, INDEX, VALUE, RESUME, SINCE)
 _STATES = (SEND, THROW, TAKE)
+_START_NAMES = (VALUE, RESUME, SEND, TAKE, START)  # what start_join reads as locals
 
 
 def step(core: Any) -> None:
@@ -78,7 +80,7 @@ def step(core: Any) -> None:
     clock = core.clock
     # The loop reads these names many times per task: as locals they cost a
     # fraction of a global lookup (measured: ~5% of W2's instructions).
-    GEN, CTX, STACK, SINK, INDEX, VALUE, RESUME, SINCE = _FIELDS
+    GEN, CTX, STACK, _, _, VALUE, RESUME, SINCE = _FIELDS
     SEND, THROW, TAKE = _STATES
     send, throw, GenType, JoinType = _send, _throw, GeneratorType, Join
     while True:
@@ -93,10 +95,21 @@ def step(core: Any) -> None:
                 core.roots_started()
             return
         task = pop()
-        gen, ctx, _, _, _, value, resume, _ = task
+        # SINK and INDEX do not change while the task runs; STACK is kept
+        # in step with task[STACK] below.
+        gen, ctx, stack, sink, index, value, resume, _ = task
         task[VALUE] = None  # the generator holds the value now; do not keep it alive
         if resume:
             task[RESUME] = SEND
+            if resume == START:  # a structure's child queued to start (see start_join)
+                if gen.gi_suspended or gen.gi_frame is None:
+                    # Started or finished since it was yielded: it was yielded
+                    # again, elsewhere.  Not this task's to run, nor to close.
+                    task[GEN] = None
+                    fill(sink, index, reuse_error(value, gen, True), True, woken)
+                    continue
+                value = None
+                resume = SEND
         while True:
             try:
                 # The unbound send/throw spare a bound-method object per step.
@@ -104,12 +117,12 @@ def step(core: Any) -> None:
                     if resume == TAKE:  # its first yield, taken when start_join started it
                         y = value
                     else:
+                        resume = SEND  # what a StopIteration below leaves it at
                         y = ctx.run(throw, gen, value)
                 else:
                     y = ctx.run(send, gen, value)
             except StopIteration as stop:
-                value = stop.value
-                resume = SEND
+                value = stop.value  # (resume is SEND: TAKE never raises)
             except Exception as exc:
                 value = exc
                 resume = THROW
@@ -129,9 +142,8 @@ def step(core: Any) -> None:
                         value = _reused(task, y)
                         resume = THROW
                         continue
-                    stack = task[STACK]
                     if stack is None:
-                        task[STACK] = [gen, ctx]
+                        stack = task[STACK] = [gen, ctx]
                     else:
                         stack.append(gen)
                         stack.append(ctx)
@@ -166,23 +178,25 @@ def step(core: Any) -> None:
                 resume = THROW if failed else SEND
             # ``gen`` finished: resume its parent in the same chain, or hand
             # the result to the task's waiter.
-            stack = task[STACK]
             if stack:
                 ctx = task[CTX] = stack.pop()
                 gen = task[GEN] = stack.pop()
                 continue
-            # The finished task is referenced by nothing else now: it goes
-            # when ``task`` is rebound.
-            del live[gen]  # the bottom generator, its key in the registry
-            sink = task[SINK]
-            if sink.__class__ is JoinType and sink.remaining > 1 and not resume:
-                # The commonest case, one of many siblings finishing with a
-                # value while others still run: only the slot changes, nothing
-                # completes, so fill()'s first step is done here without a call.
-                sink.values[task[INDEX]] = value
-                sink.remaining -= 1
+            # The finished task is referenced by nothing else now but, for a
+            # structure's child, its brood (see _tasks): it goes when
+            # ``task`` is rebound, or with its brood.
+            if sink.__class__ is JoinType:
+                if sink.remaining > 1 and not resume:
+                    # The commonest case, one of many siblings finishing with a
+                    # value while others still run: only the slot changes, nothing
+                    # completes, so fill()'s first step is done here without a call.
+                    sink.values[index] = value
+                    sink.remaining -= 1
+                else:
+                    fill(sink, index, value, resume == THROW, woken)
             else:
-                fill(sink, task[INDEX], value, resume == THROW, woken)
+                del live[gen]  # the bottom generator, its key in the registry
+                fill(sink, index, value, resume == THROW, woken)
             break
 
 
@@ -323,7 +337,7 @@ def start_join(core: Any, struct: Any, sink: Any, index: int, ctx: contextvars.C
     with an explicit stack, so operations are queued in the order they
     appear and no nesting depth can exhaust the Python stack.
     """
-    join, items, keys = open_join(struct, sink, index, settled, single)
+    join, items, keys = open_join(struct, sink, index, settled, single, snapshot=False)
     if join is None:
         return items, False  # empty: ``items`` is the empty result
     groups = core.groups
@@ -343,6 +357,10 @@ def start_join(core: Any, struct: Any, sink: Any, index: int, ctx: contextvars.C
         group.ops.extend(items)
         group.targets.append((join, 0, n))
         return None
+    if items is struct and items.__class__ is list:
+        # A snapshot: the generators of the structure start while it is
+        # being walked, and one of them may change the list it came in.
+        items = list(items)
     # While the structure is being built, its completion is not passed to
     # ``sink``: the caller takes the value from the return value instead.
     join.sink = HOLD
@@ -354,132 +372,150 @@ def start_join(core: Any, struct: Any, sink: Any, index: int, ctx: contextvars.C
     # is the order in which running them from the ready stack would queue
     # them, without the trip through it.  The first one that yields
     # something else, and all after it, run from the ready stack instead.
-    parked: list[tuple[Any, list[Any]]] = []
-    parked_class: Any = None  # the class of the last parked operation (known to be fast)
+    parked_ops: list[Any] = []
+    parked_tasks: list[list[Any]] = []
+    park_op, park_task = parked_ops.append, parked_tasks.append
+    # The class of the parked operations while they are all of one (known
+    # to be fast); None once they are not.
+    parked_class: Any = None
+    # Parked children are stamped (SINCE) as they are made, in parking
+    # order: the clock values _queue_parked would give them in turn.
+    clock = core.clock
     # Locals, not globals: read once per item (see step()).
-    CTX, VALUE, RESUME, SEND, TAKE = _FIELDS[1], _FIELDS[5], _FIELDS[6], _STATES[0], _STATES[2]
+    VALUE, RESUME, SEND, TAKE, START = _START_NAMES
     send, GenType = _send, GeneratorType
     eager = True
-    outer: list[tuple[Join, Any, Any, int]] = []  # enclosing levels to go back to
+    # The current level's children (registered in core.broods with its
+    # join at the first one), and the enclosing levels to go back to.
+    brood: list[list[Any]] | None = None
+    outer: list[tuple[Join, Any, Any, int, list[list[Any]] | None]] = []
     run_group: Group | None = None
     run_start = 0
-    i = 0
+    start = 0  # where the current level goes on from
     while True:
-        if i == n:
+        for i in range(start, n):
+            item = items[i]
+            c = item.__class__
+            if c is GenType:
+                if run_group is not None:
+                    run_group.targets.append((join, run_start, i - run_start))
+                    run_group = None
+                if item.gi_suspended or item.gi_frame is None or item in live:
+                    # Started, finished, or the generator of a task not started
+                    # yet (a root's, a shared generator's; a child queued to
+                    # start is checked when it starts, see step()).
+                    fill(join, i, reuse_error(gen, item, True), True, woken)
+                    continue
+                if item.__name__ == "<genexpr>":  # a generator expression: a mistake
+                    fill(join, i, yielded_value_error(name_of(gen), item), True, woken)
+                    continue
+                if brood is None:
+                    brood = core.brood(join)
+                if not eager:
+                    child = [item, ctx.copy(), None, join, i, gen, START, 0]
+                    brood.append(child)
+                    children.append(child)
+                    continue
+                # Registered before it first runs (stamped in case it parks).
+                child = [item, own := ctx.copy(), None, join, i, None, SEND, clock + 1]
+                brood.append(child)
+                try:
+                    y = own.run(send, item, None)
+                except StopIteration as stop:
+                    fill(join, i, stop.value, False, woken)
+                except Exception as exc:
+                    fill(join, i, exc, True, woken)
+                else:
+                    yc = y.__class__
+                    if yc is not parked_class:
+                        if yc in groups or (isinstance(y, BatchableOperation) and _is_fast(yc)):
+                            parked_class = None if parked_tasks else yc
+                        else:  # anything but a plain operation: taken up by step()
+                            child[VALUE] = y
+                            child[RESUME] = TAKE
+                            children.append(child)
+                            eager = False
+                            continue
+                    # Parked: queued when the structure is done, so its own
+                    # operations (and their groups) come first.
+                    park_op(y)
+                    park_task(child)
+                    clock += 1
+                continue
+            group = groups.get(c)
+            info = None
+            setting_error: BatchSettingError | None = None
+            if group is None and isinstance(item, BatchableOperation):
+                try:
+                    info = op_info(c)
+                except BatchSettingError as exc:  # a setting made invalid after the class was defined
+                    setting_error = exc
+                if info is not None and info.fast:
+                    group = groups[c] = Group(c, info, c)
+            if group is not None:
+                if group is not run_group:
+                    if run_group is not None:
+                        run_group.targets.append((join, run_start, i - run_start))
+                    run_group = group
+                    run_start = i
+                group.ops.append(item)
+                continue
+            if run_group is not None:
+                run_group.targets.append((join, run_start, i - run_start))
+                run_group = None
+            nested: Any = None
+            nested_settled = join.settled
+            nested_single = False
+            outcome: tuple[Any, bool] | None = None
+            if setting_error is not None:
+                outcome = setting_error, True
+            elif info is not None:
+                outcome = enqueue(core, item, info, (join, i, 1))
+            elif isinstance(item, (list, tuple, dict)):
+                nested = item
+            elif isinstance(item, Settled):
+                nested = item.value
+                nested_settled = True
+                if not isinstance(nested, (list, tuple, dict)):
+                    nested, nested_single = [nested], True
+            elif isinstance(item, SharedGenerator):
+                outcome = wait_shared(core, item, join, i, ctx)
+            else:
+                place = f"key {keys[i]!r}" if isinstance(keys, list) else f"index {i}"
+                where = f"a {type(struct).__qualname__} containing, at {place}, "
+                outcome = (yielded_value_error(name_of(gen), item)
+                           or yield_error(gen, item, where)), True
+            if nested is not None:
+                inner, inner_items, inner_keys = open_join(nested, join, i, nested_settled,
+                                                           nested_single)
+                if inner is None:
+                    outcome = inner_items, False
+                else:
+                    outer.append((join, items, keys, i + 1, brood))
+                    join, items, keys, start, n = inner, inner_items, inner_keys, 0, len(inner_items)
+                    brood = None
+                    break  # go on with the nested structure
+            if outcome is not None:
+                fill(join, i, outcome[0], outcome[1], woken)
+        else:
+            # The end of this level's items.
             if run_group is not None:
                 run_group.targets.append((join, run_start, n - run_start))
                 run_group = None
             if outer:
                 # Back to the enclosing structure (a nested one that is
                 # complete already passed its value up through fill()).
-                join, items, keys, i = outer.pop()
+                join, items, keys, start, brood = outer.pop()
                 n = len(items)
                 continue
-            if parked:
-                _queue_parked(core, parked)
+            if parked_tasks:
+                core.clock = clock
+                _queue_parked(core, parked_ops, parked_tasks, parked_class)
             if children:
                 woken.extend(children)
             join.sink, join.index = sink, index
             core.building = None
             return join.result() if join.remaining == 0 else None
-        item = items[i]
-        c = item.__class__
-        if c is GenType:
-            if run_group is not None:
-                run_group.targets.append((join, run_start, i - run_start))
-                run_group = None
-            if item.gi_suspended or item.gi_frame is None or item in live:
-                # Started, finished, or already the generator of another task
-                # (yielded twice, here or elsewhere, and not started yet).
-                fill(join, i, reuse_error(gen, item, True), True, woken)
-            elif item.__name__ == "<genexpr>":  # a generator expression: a mistake
-                fill(join, i, yielded_value_error(name_of(gen), item), True, woken)
-            elif not eager:
-                child = [item, ctx.copy(), None, join, i, None, SEND, 0]
-                live[item] = child
-                children.append(child)
-            else:
-                child = [item, ctx.copy(), None, join, i, None, SEND, 0]
-                live[item] = child
-                try:
-                    y = child[CTX].run(send, item, None)
-                except StopIteration as stop:
-                    del live[item]
-                    fill(join, i, stop.value, False, woken)
-                except Exception as exc:
-                    del live[item]
-                    fill(join, i, exc, True, woken)
-                else:
-                    yc = y.__class__
-                    # Parked: queued when the structure is done, so its own
-                    # operations (and their groups) come first.
-                    if yc is parked_class or yc in groups or (
-                            isinstance(y, BatchableOperation) and _is_fast(yc)):
-                        parked_class = yc
-                        parked.append((y, child))
-                    else:  # anything but a plain operation: taken up by step()
-                        child[VALUE] = y
-                        child[RESUME] = TAKE
-                        children.append(child)
-                        eager = False
-            i += 1
-            continue
-        group = groups.get(c)
-        info = None
-        setting_error: BatchSettingError | None = None
-        if group is None and isinstance(item, BatchableOperation):
-            try:
-                info = op_info(c)
-            except BatchSettingError as exc:  # a setting made invalid after the class was defined
-                setting_error = exc
-            if info is not None and info.fast:
-                group = groups[c] = Group(c, info, c)
-        if group is not None:
-            if group is not run_group:
-                if run_group is not None:
-                    run_group.targets.append((join, run_start, i - run_start))
-                run_group = group
-                run_start = i
-            group.ops.append(item)
-            i += 1
-            continue
-        if run_group is not None:
-            run_group.targets.append((join, run_start, i - run_start))
-            run_group = None
-        nested: Any = None
-        nested_settled = join.settled
-        nested_single = False
-        outcome: tuple[Any, bool] | None = None
-        if setting_error is not None:
-            outcome = setting_error, True
-        elif info is not None:
-            outcome = enqueue(core, item, info, (join, i, 1))
-        elif isinstance(item, (list, tuple, dict)):
-            nested = item
-        elif isinstance(item, Settled):
-            nested = item.value
-            nested_settled = True
-            if not isinstance(nested, (list, tuple, dict)):
-                nested, nested_single = [nested], True
-        elif isinstance(item, SharedGenerator):
-            outcome = wait_shared(core, item, join, i, ctx)
-        else:
-            place = f"key {keys[i]!r}" if isinstance(keys, list) else f"index {i}"
-            where = f"a {type(struct).__qualname__} containing, at {place}, "
-            outcome = (yielded_value_error(name_of(gen), item)
-                       or yield_error(gen, item, where)), True
-        if nested is not None:
-            inner, inner_items, inner_keys = open_join(nested, join, i, nested_settled,
-                                                       nested_single)
-            if inner is None:
-                outcome = inner_items, False
-            else:
-                outer.append((join, items, keys, i + 1))
-                join, items, keys, i, n = inner, inner_items, inner_keys, 0, len(inner_items)
-                continue
-        if outcome is not None:
-            fill(join, i, outcome[0], outcome[1], woken)
-        i += 1
 
 
 def _info_or_none(cls: type) -> OpInfo | None:
@@ -495,14 +531,25 @@ def _is_fast(cls: type) -> bool:
     return info is not None and info.fast
 
 
-def _queue_parked(core: Any, parked: list[tuple[Any, list[Any]]]) -> None:
-    """Queue the operations that in-place started generators stopped at."""
-    clock = core.clock
+def _queue_parked(core: Any, ops: list[Any], tasks: list[list[Any]], cls: Any) -> None:
+    """Queue the operations that in-place started generators stopped at.
+
+    ``ops[k]`` is what ``tasks[k]`` (stamped already) waits on; ``cls`` is
+    their class when they are all of one (the common case: siblings yield
+    alike), else None.
+    """
     groups = core.groups
+    if cls is not None:
+        group = groups.get(cls)
+        if group is None:
+            group = groups[cls] = Group(cls, op_info(cls), cls)
+        group.ops.extend(ops)
+        group.targets.extend(tasks)
+        return
     last: Any = None
-    for op, child in parked:
+    for op, task in zip(ops, tasks):
         cls = op.__class__
-        if cls is not last:  # siblings mostly yield alike: look the group up once a run
+        if cls is not last:  # look the group up once a run
             last = cls
             group = groups.get(cls)
             if group is None:
@@ -510,10 +557,7 @@ def _queue_parked(core: Any, parked: list[tuple[Any, list[Any]]]) -> None:
             add_op = group.ops.append
             add_target = group.targets.append
         add_op(op)
-        add_target(child)
-        clock += 1
-        child[SINCE] = clock
-    core.clock = clock
+        add_target(task)
 
 
 __all__ += ["wait_shared"]

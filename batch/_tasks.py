@@ -26,7 +26,8 @@ from operator import itemgetter
 from typing import Any, Final
 
 __all__ = [
-    "CTX", "GEN", "INDEX", "RESUME", "SEND", "SINCE", "SINK", "STACK", "TAKE", "THROW", "VALUE",
+    "CTX", "GEN", "INDEX", "RESUME", "SEND", "SINCE", "SINK", "STACK", "START", "TAKE", "THROW",
+    "VALUE",
     "HOLD", "SINGLE", "Join", "Root", "RootFailure", "Task", "by_since", "deliver", "fill",
     "open_join",
 ]
@@ -58,10 +59,14 @@ __all__ = [
 # Invariants: a task is in at most one place at a time - the ready stack, a
 # group's targets (waiting on an operation), a shared generator's waiters, or
 # held as the sink of a child task or the followers of an in-flight cache
-# entry.  Besides, from its creation until its bottom generator returns, it
-# is in its core's registry of live tasks (``Core.live``), which is how
-# abort() finds it whatever state the core is in.  Once its bottom generator
-# returns, the task is dropped: nothing refers to it, so its frames go at once.
+# entry.  Besides, from its creation on it is registered with its core, which
+# is how abort() finds it whatever state the core is in: a child of a
+# structure (its SINK is a Join) in the list of its join's children
+# (``Core.broods``, appended before it first runs, dropped with the list
+# once the join completes, so a finished child is simply skipped); any
+# other task in ``Core.live``, keyed by GEN's bottom generator, until that
+# generator returns.  A task is dropped once its bottom generator returns:
+# nothing refers to it then but its brood, and its frames are gone already.
 Task: Final = list
 GEN: Final = 0
 CTX: Final = 1
@@ -72,11 +77,16 @@ VALUE: Final = 5
 RESUME: Final = 6
 SINCE: Final = 7
 
-# RESUME states.  SEND and THROW equal False and True, so a result's
-# ``failed`` flag can be stored as is.
-SEND: Final = 0
-THROW: Final = 1
+# RESUME states.  SEND and THROW are False and True, so a result's
+# ``failed`` flag can be stored as is, and testing the state (``if resume:``)
+# needs no call on the hot path, as a bool's truth is read directly.  START
+# is a structure's child queued to start in step() (not started in place by
+# ``start_join``): VALUE is the generator that yielded the structure, for
+# the error if the child's generator was started elsewhere meanwhile.
+SEND: Final = False
+THROW: Final = True
 TAKE: Final = 2
+START: Final = 3
 
 by_since = itemgetter(SINCE)
 
@@ -93,10 +103,13 @@ class Join:
     filled yet; ``sink``/``index`` is the join's own waiter.  ``keys`` is
     None for a list or tuple (the value is the list), the dict's keys, or
     :data:`SINGLE`.  ``first_error`` is the smallest failed slot (-1: none);
-    with ``settled`` a failure is a value like any other.
+    with ``settled`` a failure is a value like any other.  ``broods`` is the
+    core's dict of joins with generator children (``Core.broods``) while
+    this join's children are registered there, else None: the join leaves
+    it when it completes (every child has finished then).
     """
 
-    __slots__ = ("values", "remaining", "sink", "index", "keys", "first_error", "settled")
+    __slots__ = ("values", "remaining", "sink", "index", "keys", "first_error", "settled", "broods")
 
     values: list[Any]
     remaining: int
@@ -105,6 +118,7 @@ class Join:
     keys: Any
     first_error: int
     settled: bool
+    broods: dict[Join, list[Any]] | None
 
     def result(self) -> tuple[Any, bool]:
         """The structure's value, or its first failure in structure order."""
@@ -119,8 +133,13 @@ class Join:
 
 
 def open_join(struct: Any, sink: Any, index: int, settled: bool,
-              single: bool = False) -> tuple[Join | None, Any, Any]:
-    """A new join for ``struct``: (join, items, keys), or (None, the empty value, None)."""
+              single: bool = False, snapshot: bool = True) -> tuple[Join | None, Any, Any]:
+    """A new join for ``struct``: (join, items, keys), or (None, the empty value, None).
+
+    ``items`` is a list or tuple of its own, unless ``snapshot`` is False:
+    then a ``list`` (exactly) is ``struct`` itself, for a caller that copies
+    it only if it starts generators while walking it.
+    """
     if isinstance(struct, dict):
         keys: Any = list(struct)
         items: Any = list(struct.values())
@@ -130,7 +149,8 @@ def open_join(struct: Any, sink: Any, index: int, settled: bool,
         keys = SINGLE if single else None
         # A snapshot: the generators of the structure start while it is being
         # walked, and one of them may change the list it came in (issue 15).
-        items = struct if struct.__class__ is tuple else list(struct)
+        cls = struct.__class__
+        items = struct if cls is tuple or (cls is list and not snapshot) else list(struct)
         if not items:
             return None, [], None
     join = Join()
@@ -141,6 +161,7 @@ def open_join(struct: Any, sink: Any, index: int, settled: bool,
     join.keys = keys
     join.first_error = -1
     join.settled = settled
+    join.broods = None
     return join, items, keys
 
 
@@ -215,6 +236,9 @@ def fill(sink: Any, index: int, value: Any, failed: bool, woken: list[Any]) -> N
                 sink.first_error = index
             sink.remaining -= 1
             if not sink.remaining:
+                if sink.broods is not None:  # its children have all finished
+                    sink.broods.pop(sink, None)
+                    sink.broods = None
                 value, failed = sink.result()
                 index = sink.index
                 sink = sink.sink
