@@ -19,7 +19,7 @@ from ._core import Core, State
 from ._dispatch import Call
 from ._errors import batcher_closed_error, batcher_no_loop_error, batcher_other_loop_error
 from ._operation import BatchableOperation
-from ._schedule import Schedule, Structure, awaited, check_limit, check_options, check_root
+from ._schedule import Schedule, Structure, awaited, check_limit, check_root
 from ._tasks import Root
 from ._trace import Trace
 
@@ -94,11 +94,10 @@ class AsyncBatcher:
     def __init__(self, *, max_delay: float | None = 0, max_batch_size: int | None = None,
                  min_batch_size: int = 1, max_concurrency: int | None = None,
                  cache: OperationCache | None = None, trace: Trace | None = None) -> None:
-        check_options("AsyncBatcher", max_delay, max_batch_size, min_batch_size)
         check_limit("AsyncBatcher", "max_concurrency", max_concurrency, allow_none=True)
+        self._schedule = Schedule("AsyncBatcher", max_delay, max_batch_size, min_batch_size)
         self._core = Core(cache=cache, trace=trace)
         self._own_cache = cache is None
-        self._schedule = Schedule(max_delay, max_batch_size, min_batch_size)
         self.max_concurrency = max_concurrency
         self._loop: asyncio.AbstractEventLoop | None = None
         self._context = contextvars.Context()  # where ticks (and run_batch) run

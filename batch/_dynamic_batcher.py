@@ -26,7 +26,7 @@ from ._core import Core, State
 from ._dispatch import Call
 from ._errors import batcher_closed_error, batcher_own_thread_error
 from ._operation import BatchableOperation
-from ._schedule import Schedule, Structure, awaited, check_limit, check_options, check_root, short_root
+from ._schedule import Schedule, Structure, awaited, check_limit, check_root, short_root
 from ._tasks import Root
 from ._trace import Trace
 
@@ -279,11 +279,10 @@ class DynamicBatcher:
     def __init__(self, *, max_delay: float | None = 0.002, max_batch_size: int | None = None,
                  min_batch_size: int = 1, max_workers: int = 1, cache: OperationCache | None = None,
                  trace: Trace | None = None) -> None:
-        check_options("DynamicBatcher", max_delay, max_batch_size, min_batch_size)
         check_limit("DynamicBatcher", "max_workers", max_workers, allow_none=False)
+        self._schedule = Schedule("DynamicBatcher", max_delay, max_batch_size, min_batch_size)
         self._core = Core(cache=cache, trace=trace)
         self._own_cache = cache is None
-        self._schedule = Schedule(max_delay, max_batch_size, min_batch_size)
         self.max_workers = max_workers
         self._cond = threading.Condition(threading.Lock())
         # Guarded by _cond: messages for the driver, flags, the driver thread.

@@ -110,7 +110,9 @@ class Schedule:
 
     __slots__ = ("max_delay", "max_batch_size", "min_batch_size", "first_seen")
 
-    def __init__(self, max_delay: float | None, max_batch_size: int | None, min_batch_size: int) -> None:
+    def __init__(self, owner: str, max_delay: float | None, max_batch_size: int | None,
+                 min_batch_size: int) -> None:
+        check_options(owner, max_delay, max_batch_size, min_batch_size)  # raises for the caller
         self.max_delay = max_delay
         self.max_batch_size = max_batch_size
         self.min_batch_size = min_batch_size
