@@ -257,7 +257,14 @@ async def _rounds(core: Core, runner: _AsyncCalls, deadline: float | None,
             if len(calls) == 1 and runner.max_concurrency is None and not calls[0].blocking:
                 # A round of one call (a small request's tree): no list of
                 # outcomes, no extra coroutine; the same as runner.run() does.
-                await _one_call(core, runner, calls[0])
+                call = calls[0]
+                result, exc = call.run()
+                if exc is None and result.__class__ is not list and inspect.isawaitable(result):
+                    result, exc = await runner.gather_one(call, result)
+                core.complete(call, result, exc)
+                # No local of this loop keeps a result or an error alive past
+                # its waiter (it goes when the waiter lets go of it).
+                del result, exc, call
             else:
                 _complete_all(core, calls, await runner.run(calls))
             if deadline is not None and time.monotonic() >= deadline:
@@ -285,14 +292,6 @@ async def _rounds(core: Core, runner: _AsyncCalls, deadline: float | None,
             return
         else:  # pragma: no cover  (every call is completed before the next step)
             raise RuntimeError("batch internal error: calls left in flight")
-
-
-async def _one_call(core: Core, runner: _AsyncCalls, call: Call) -> None:
-    # A function of its own, so no local of the driver's loop keeps the result.
-    result, exc = call.run()
-    if exc is None and result.__class__ is not list and inspect.isawaitable(result):
-        result, exc = await runner.gather_one(call, result)
-    core.complete(call, result, exc)
 
 
 def _complete_all(core: Core, calls: list[Call], outcomes: list[Any]) -> None:
