@@ -188,14 +188,6 @@ class _Future(concurrent.futures.Future[Any]):
         """A generator or structure root finished (its ``on_done``)."""
         self.resolve(root.value, root.failed)
 
-    def _settle_error(self, exc: BaseException) -> None:
-        """The root could not run, or the batcher failed: the caller gets ``exc``."""
-        self._batcher = None
-        try:
-            self.set_exception(exc)
-        except concurrent.futures.InvalidStateError:
-            pass
-
 
 class _Waiter:
     """A blocking ``run()`` caller: a lock the driver releases once the root is done.
@@ -238,12 +230,6 @@ class _Waiter:
 
     def _settle(self, root: Root) -> None:
         self.resolve(root.value, root.failed)
-
-    def _settle_error(self, exc: BaseException) -> None:
-        self._batcher = None
-        self.value = exc
-        self.failed = True
-        self.lock.release()
 
 
 class DynamicBatcher:
@@ -546,7 +532,7 @@ class DynamicBatcher:
                             continue
                         fut._root = root
                 except Exception as err:
-                    fut._settle_error(err)
+                    fut.resolve(err, True)  # the root could not run
                     continue
                 live[fut] = None
             elif message[0] == "done":
@@ -616,7 +602,7 @@ class DynamicBatcher:
         self._live.clear()
         futures.extend(m for m in messages if m.__class__ is not tuple)  # not added yet
         for fut in futures:
-            fut._settle_error(exc)
+            fut.resolve(exc, True)
 
 
 def _run_call(call: Call) -> tuple[Any, BaseException | None]:
