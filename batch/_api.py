@@ -11,6 +11,7 @@ from ._core import Core
 from ._drivers import SyncDriver, check_workers, drive, drive_async
 from ._operation import BatchableOperation
 from ._sharing import SharedGenerator
+from ._short import execute_async_short, execute_short, takes_short_path
 from ._tasks import Root
 from ._trace import Trace
 from ._typed import Batchable, Structure
@@ -68,6 +69,12 @@ def execute(x: Any, *, cache: OperationCache | None = None, trace: Trace | None 
     for the whole execution (raises ``TimeoutError`` after closing every
     generator; checked between rounds, and while waiting on worker threads).
 
+    With no options, a root that yields one operation at a time (a typical
+    request) runs on a short path that sends each operation as the executor
+    would, with none of its bookkeeping; the first yield of anything else
+    hands the generator to the full executor, so nothing a user can observe
+    differs.
+
     >>> import batch
     >>> def gen_sum(a, b):
     ...     x, y = yield batch.gen_identity(a), batch.gen_identity(b)
@@ -77,6 +84,8 @@ def execute(x: Any, *, cache: OperationCache | None = None, trace: Trace | None 
     """
     if max_workers is not None:
         check_workers(max_workers)
+    elif cache is None and trace is None and timeout is None and takes_short_path(x):
+        return execute_short(x)  # a root run inline while it yields lone operations
     core = Core(cache=cache, trace=trace)
     root = core.add_root(x)
     drive(core, max_workers, timeout)
@@ -250,7 +259,10 @@ async def execute_async(x: Any, *, cache: OperationCache | None = None,
     Cancelling the awaiting task closes every generator and cancels the
     ``run_batch`` coroutines in flight.
     """
-    check_workers(max_concurrency, "max_concurrency")
+    if max_concurrency is not None:
+        check_workers(max_concurrency, "max_concurrency")
+    elif cache is None and trace is None and timeout is None and takes_short_path(x):
+        return await execute_async_short(x)  # see execute()
     core = Core(cache=cache, trace=trace)
     root = core.add_root(x)
     await drive_async(core, max_concurrency, timeout)

@@ -41,6 +41,10 @@ The protocol a driver follows
                 core.unblocked()
     core.finish()                           # or core.abort(exc) on any failure
 
+A driver may also start a root generator itself and hand it over midway
+(``adopt_root``, ``adopt_call``): ``_short`` runs a root that yields lone
+operations that way, and adopts it into a core at its first other yield.
+
 1. ``step()`` runs user code (generators, ``batch_key``, ``__hash__``) in
    the driver's thread and returns a :class:`State`:
 
@@ -126,7 +130,22 @@ from ._mailbox import ANSWER, RETRY, SHARED, Mailbox
 from ._operation import BatchableOperation, Settled
 from ._sharing import RUNNING, SharedGenerator
 from ._stepping import enqueue, queue_operation, step
-from ._tasks import GEN, HOLD, SEND, SINCE, SINK, STACK, Join, Root, Task, by_since, deliver, fill, open_join
+from ._tasks import (
+    GEN,
+    HOLD,
+    SEND,
+    SINCE,
+    SINK,
+    STACK,
+    TAKE,
+    Join,
+    Root,
+    Task,
+    by_since,
+    deliver,
+    fill,
+    open_join,
+)
 from ._teardown import climb, close_tasks, closing_order, find_cycle
 from ._trace import RoundRecord, Trace
 
@@ -165,18 +184,20 @@ class Core:
                  "dispatching", "calls_out", "_round_calls", "shared", "_mailbox", "_limit", "thread",
                  "loop", "closed", "enclosing")
 
-    def __init__(self, *, cache: OperationCache | None = None, trace: Trace | None = None) -> None:
+    def __init__(self, *, cache: OperationCache | None = None, trace: Trace | None = None,
+                 plain: bool = False) -> None:
         if cache is not None and not isinstance(cache, OperationCache):
             raise TypeError(f"cache= takes a batch.OperationCache, got {type(cache).__qualname__}")
         if trace is not None and not isinstance(trace, Trace):
             raise TypeError(f"trace= takes a batch.Trace, got {type(trace).__qualname__}")
         self._cache = cache  # made on first use when not given
-        if _hooks._trace_factory is not None:
+        if _hooks._trace_factory is not None and not plain:
             trace = _hooks.implicit_trace(trace)
         self.trace = trace
         # batch.testing's overrides and recorders in force now, for the whole
         # execution: a block entered later, from any thread, never reaches it.
-        self.hook = _hooks.current()
+        # ``plain``: an execution that began without any (see ``_short``).
+        self.hook = None if plain else _hooks.current()
         self.rounds = 0  # takes so far
         self.cache_hits = 0  # since the last take
         # Step state (``_stepping``): tasks to run, tasks woken since the last step.
@@ -271,6 +292,40 @@ class Core:
         self.live[gen] = task
         self.woken.append(task)
         return root
+
+    def adopt_root(self, gen: Any, ctx: contextvars.Context, y: Any, rounds: int) -> Root:
+        """Take over a root generator a driver started itself (see ``_short``).
+
+        ``gen`` ran in ``ctx`` through ``rounds`` rounds of one operation
+        each, and has just yielded ``y``, not acted on yet: the next
+        ``step()`` takes ``y`` up as if the generator had run here from the
+        start.  Its failure raises at once, as ``add_root(gen)``'s does.
+        """
+        root = Root(True)
+        task = [gen, ctx, None, root, 0, y, TAKE, 0]
+        self.live[gen] = task
+        self.woken.append(task)
+        self.rounds = rounds
+        return root
+
+    def adopt_call(self, gen: Any, ctx: contextvars.Context, op: Any, rounds: int,
+                   sent: list[Any]) -> tuple[Root, Call]:
+        """Take over a root whose lone operation a driver sent itself (see ``_short``).
+
+        As :meth:`adopt_root`, but ``gen`` waits on ``op`` (a fast-path
+        class's), which the driver passed to ``run_batch`` as ``sent`` in
+        round ``rounds``.  Returns the root and that round's call, for the
+        driver to ``complete()`` with the outcome it got.
+        """
+        root = Root(True)
+        task = [gen, ctx, None, root, 0, None, SEND, 1]
+        self.live[gen] = task
+        self.clock = 1
+        self.rounds = rounds - 1
+        queue_operation(self, op, task)
+        (call,) = self.take()
+        call.sent = sent
+        return root, call
 
     def brood(self, join: Join) -> list[list[Any]]:
         """Register the list of ``join``'s child tasks (at its first child; see ``broods``)."""

@@ -214,8 +214,14 @@ def drive(core: Core, max_workers: int | None, timeout: float | None) -> None:
 # -- asyncio -------------------------------------------------------------------------
 
 
-async def drive_async(core: Core, max_concurrency: int | None, timeout: float | None) -> None:
-    """Run ``core`` to the end on the running event loop (``execute_async``)."""
+async def drive_async(core: Core, max_concurrency: int | None, timeout: float | None,
+                      first: tuple[Call, Awaitable[Any]] | None = None) -> None:
+    """Run ``core`` to the end on the running event loop (``execute_async``).
+
+    ``first``: a call taken already whose ``run()`` returned an awaitable
+    (the short path hands it over, see ``_short``): awaited, then completed,
+    before the first step.
+    """
     check_workers(max_concurrency, "max_concurrency")
     deadline = deadline_of(timeout)
     core.loop = asyncio.get_running_loop()
@@ -224,9 +230,9 @@ async def drive_async(core: Core, max_concurrency: int | None, timeout: float | 
     try:
         if deadline is not None:
             async with asyncio.timeout(deadline - time.monotonic()):
-                await _rounds(core, runner, deadline, timeout)
+                await _rounds(core, runner, deadline, timeout, first)
         else:
-            await _rounds(core, runner, None, timeout)
+            await _rounds(core, runner, None, timeout, first)
     except RootFailure as rf:
         failure = rf.exc
     except BaseException as exc:
@@ -244,8 +250,15 @@ async def drive_async(core: Core, max_concurrency: int | None, timeout: float | 
 
 
 async def _rounds(core: Core, runner: _AsyncCalls, deadline: float | None,
-                  timeout: float | None) -> None:
+                  timeout: float | None, first: tuple[Call, Awaitable[Any]] | None) -> None:
     mail: asyncio.Event | None = None
+    if first is not None:
+        call, awaitable = first
+        del first
+        result, exc = await runner.gather_one(call, awaitable)
+        del awaitable
+        core.complete(call, result, exc)
+        del result, exc, call
     while True:
         state = core.step()
         if state is DISPATCH:
@@ -348,7 +361,7 @@ class _AsyncCalls:
 
     async def gather_one(self, call: Call, awaitable: Awaitable[Any]) -> tuple[Any, BaseException | None]:
         """Await an ``async def run_batch`` as a task of its own (see :meth:`run`)."""
-        self.tasks = [asyncio.ensure_future(self._await(call, awaitable))]
+        self.tasks = [self.loop.create_task(self._await(call, awaitable), context=call.ctx)]
         outcome: tuple[Any, BaseException | None] = await self.tasks[0]
         self.tasks = []  # (left in place on cancellation: cancel() stops it)
         return outcome

@@ -129,7 +129,8 @@ def fresh_failure(exc: BaseException) -> BaseException:
 
 _EXECUTOR_FILES = frozenset(
     os.path.join(os.path.dirname(os.path.abspath(__file__)), name)
-    for name in ("_core.py", "_stepping.py", "_tasks.py", "_dispatch.py", "_drivers.py"))
+    for name in ("_core.py", "_stepping.py", "_tasks.py", "_dispatch.py", "_drivers.py",
+                 "_short.py"))
 
 
 def without_executor_frames(exc: BaseException) -> BaseException:

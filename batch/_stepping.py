@@ -60,7 +60,7 @@ from ._tasks import (
     open_join,
 )
 
-__all__ = ["enqueue", "queue_operation", "start_join", "step"]
+__all__ = ["enqueue", "explain_attribute_error", "queue_operation", "start_join", "step"]
 
 GeneratorType = types.GeneratorType
 _send = GeneratorType.send
@@ -127,7 +127,7 @@ def step(core: Any) -> None:
                 value = exc
                 resume = THROW
                 if exc.__class__ is AttributeError:
-                    value = _explain_attribute_error(gen, exc)
+                    value = explain_attribute_error(gen, exc)
             else:
                 cls = y.__class__
                 if cls is GenType:
@@ -234,7 +234,7 @@ def _yield_other(core: Any, task: list[Any], y: Any, cls: type) -> tuple[Any, bo
     return (yielded_value_error(name_of(task[GEN]), y) or yield_error(task[GEN], y)), True
 
 
-def _explain_attribute_error(gen: Any, exc: AttributeError) -> BaseException:
+def explain_attribute_error(gen: Any, exc: AttributeError) -> BaseException:
     """``yield from [op, ...]`` sends into a list iterator: say what to write instead."""
     obj = getattr(exc, "obj", None)
     if exc.name in ("send", "throw") and obj is not None and not isinstance(obj, GeneratorType):

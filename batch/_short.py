@@ -1,0 +1,239 @@
+"""The short path of ``execute`` and ``execute_async``: a root that yields one operation at a time.
+
+A server's request is often a generator that yields one operation, gets
+its result, perhaps yields another, and returns.  Each such yield is a
+round of one call, and running it through a :class:`~._core.Core` (a task, a
+group, a dispatch, a call) costs several times what the call itself does.
+So ``execute(gen)`` and ``execute_async(gen)`` without options first run
+``gen`` here, inline: while it yields a single operation of a fast-path
+class (no ``batch_key``, batcher, cache or ``max_batch_cost``), that
+operation is sent alone, exactly as the core would send it: ``run_batch``
+gets a list of its own, runs in a copy of the caller's context, and its
+result passes the same checks.
+
+The moment anything else happens, the state is handed to a core
+(``Core.adopt_root`` / ``Core.adopt_call``), which goes on as if it had run
+the generator from the start, so every other rule is the core's own:
+
+- the generator yields anything else (a structure, a sub-generator, an
+  operation of another kind): the core takes that yield up;
+- ``run_batch`` raises, or returns anything but a list of one result, or
+  changes its list (and for ``execute_async``: returns an awaitable, or the
+  class is ``blocking``): the core completes that call with the outcome;
+- the generator raises: the core concludes with that failure (the same
+  note, the same traceback);
+- a ``BaseException`` (``KeyboardInterrupt``, a cancellation) arrives
+  anywhere: the core closes the generator and notes the rounds, as
+  ``abort`` does.
+
+The path is not taken when something could tell the difference: options
+given, a ``batch.testing`` hook or an implicit trace in force, an
+enclosing execution's ``run_batch`` around this one (``ENCLOSING``), DEBUG
+logging of batches, or a generator that is not a fresh one (the core
+refuses it with its own message).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import logging
+import types
+from typing import Any, NoReturn
+
+from . import _hooks
+from ._core import Core
+from ._dispatch import ENCLOSING, log
+from ._drivers import drive, drive_async
+from ._errors import BatchSettingError
+from ._grouping import op_info
+from ._operation import BatchableOperation
+from ._stepping import explain_attribute_error
+
+__all__ = ["execute_async_short", "execute_short", "takes_short_path"]
+
+GeneratorType = types.GeneratorType
+_send = GeneratorType.send
+_throw = GeneratorType.throw
+_copy_context = contextvars.copy_context
+_DEBUG = logging.DEBUG
+
+
+def takes_short_path(x: Any) -> bool:
+    """Whether ``execute(x)`` (with no options) may run ``x`` here (see the module docstring)."""
+    return (x.__class__ is GeneratorType and x.gi_frame is not None and not x.gi_suspended
+            and not x.gi_running and _hooks._hook is None and _hooks._trace_factory is None
+            and not ENCLOSING.get() and not log.isEnabledFor(_DEBUG))
+
+
+def _sent_alone(y: Any, blocking_ok: bool) -> Any:
+    """``run_batch`` of ``y``'s class if the short path may send ``y`` alone, else None."""
+    if not isinstance(y, BatchableOperation):
+        return None
+    try:
+        info = op_info(y.__class__)
+    except BatchSettingError:
+        return None  # the core fails the operation with it
+    if not info.fast or info.max_cost is not None or (info.blocking and not blocking_ok):
+        return None
+    return y.__class__.run_batch
+
+
+def execute_short(gen: Any) -> Any:
+    """``execute(gen)``, for a generator :func:`takes_short_path` accepted."""
+    ctx = _copy_context()
+    resume: Any = _send  # or _throw: an Exception result fails its operation
+    value: Any = None
+    rounds = 0
+    handed = False
+    try:
+        while True:
+            try:
+                y = ctx.run(resume, gen, value)
+            except StopIteration as stop:
+                return stop.value
+            except Exception as exc:
+                failure = exc if exc.__class__ is not AttributeError else (
+                    explain_attribute_error(gen, exc))
+                break
+            value = None  # the generator has it: do not keep it alive
+            run_batch = _sent_alone(y, True)
+            if run_batch is None:
+                handed = True
+                core = Core(plain=True)
+                root = core.adopt_root(gen, ctx, y, rounds)
+                del y
+                drive(core, None, None)
+                return root.value
+            sent = [y]
+            rounds += 1
+            try:
+                result = _copy_context().run(run_batch, sent)
+            except BaseException as exc:
+                handed = True
+                return _complete_in_core(gen, ctx, y, rounds, sent, None, exc)
+            if result.__class__ is list and len(result) == 1 and len(sent) == 1 and sent[0] is y:
+                value = result[0]
+                resume = _throw if isinstance(value, Exception) else _send
+                del result, y, sent
+                continue
+            handed = True
+            return _complete_in_core(gen, ctx, y, rounds, sent, result, None)
+    except BaseException as exc:
+        if not handed:
+            _abort(gen, ctx, rounds, exc)
+        raise
+    _conclude(rounds, failure)
+
+
+def _complete_in_core(gen: Any, ctx: contextvars.Context, y: Any, rounds: int, sent: list[Any],
+                      result: Any, exc: BaseException | None) -> Any:
+    core = Core(plain=True)
+    root, call = core.adopt_call(gen, ctx, y, rounds, sent)
+    try:
+        core.complete(call, result, exc)
+    except BaseException as err:  # KeyboardInterrupt and friends: as drive() does
+        core.abort(err)
+        raise
+    del result, exc, call, sent, y
+    drive(core, None, None)
+    return root.value
+
+
+def _abort(gen: Any, ctx: contextvars.Context, rounds: int, exc: BaseException) -> None:
+    """A BaseException reached the short path: close ``gen``, note the rounds (``Core.abort``)."""
+    core = Core(plain=True)
+    if gen.gi_suspended:
+        core.adopt_root(gen, ctx, None, rounds)
+    else:
+        core.rounds = rounds
+    core.abort(exc)
+
+
+def _conclude(rounds: int, failure: BaseException) -> NoReturn:
+    """The root raised: raise ``failure`` as the core does (its note, its traceback)."""
+    core = Core(plain=True)
+    core.rounds = rounds
+    try:
+        core.conclude(failure)
+    finally:
+        del failure
+    raise AssertionError("unreachable: conclude() raises a failure")  # pragma: no cover
+
+
+async def execute_async_short(gen: Any) -> Any:
+    """``execute_async(gen)``, for a generator :func:`takes_short_path` accepted.
+
+    As :func:`execute_short`; an awaitable result, or a ``blocking`` class,
+    goes to the core's asyncio driver.  Between two rounds the loop gets a
+    turn, as the driver gives it.
+    """
+    ctx = _copy_context()
+    resume: Any = _send  # or _throw: an Exception result fails its operation
+    value: Any = None
+    rounds = 0
+    handed = False
+    try:
+        while True:
+            try:
+                y = ctx.run(resume, gen, value)
+            except StopIteration as stop:
+                return stop.value
+            except Exception as exc:
+                failure = exc if exc.__class__ is not AttributeError else (
+                    explain_attribute_error(gen, exc))
+                break
+            value = None  # the generator has it: do not keep it alive
+            run_batch = _sent_alone(y, False)
+            if run_batch is None:
+                handed = True
+                core = Core(plain=True)
+                root = core.adopt_root(gen, ctx, y, rounds)
+                del y
+                await drive_async(core, None, None)
+                return root.value
+            if rounds:
+                await asyncio.sleep(0)  # as the driver: other tasks run between rounds
+            sent = [y]
+            rounds += 1
+            call_ctx = _copy_context()
+            try:
+                result = call_ctx.run(run_batch, sent)
+            except BaseException as exc:
+                handed = True
+                return await _complete_in_core_async(gen, ctx, y, rounds, sent, call_ctx, None, exc)
+            if result.__class__ is list and len(result) == 1 and len(sent) == 1 and sent[0] is y:
+                value = result[0]
+                resume = _throw if isinstance(value, Exception) else _send
+                del result, y, sent
+                continue
+            handed = True
+            return await _complete_in_core_async(gen, ctx, y, rounds, sent, call_ctx, result, None)
+    except BaseException as exc:
+        if not handed:
+            _abort(gen, ctx, rounds, exc)
+        raise
+    _conclude(rounds, failure)
+
+
+async def _complete_in_core_async(gen: Any, ctx: contextvars.Context, y: Any, rounds: int,
+                                  sent: list[Any], call_ctx: contextvars.Context, result: Any,
+                                  exc: BaseException | None) -> Any:
+    core = Core(plain=True)
+    root, call = core.adopt_call(gen, ctx, y, rounds, sent)
+    del y, sent
+    if exc is None and result.__class__ is not list and inspect.isawaitable(result):
+        # An async run_batch: awaited by the driver (in the context it was
+        # made in), as its first round's call.
+        call.ctx = call_ctx
+        await drive_async(core, None, None, first=(call, result))
+        return root.value
+    try:
+        core.complete(call, result, exc)
+    except BaseException as err:
+        core.abort(err)
+        raise
+    del result, exc, call
+    await drive_async(core, None, None)
+    return root.value
