@@ -180,7 +180,7 @@ class Core:
     # small tree creates few objects for the garbage collector to track,
     # which is what a server running thousands of them at once pays for.
     __slots__ = ("_cache", "trace", "hook", "rounds", "cache_hits", "ready", "woken", "live", "broods",
-                 "building", "clock", "sort_woken", "root_gens", "first_root", "groups",
+                 "building", "clock", "sort_woken", "root_gens", "first_root", "unstarted", "groups",
                  "dispatching", "calls_out", "_round_calls", "shared", "_mailbox", "_limit", "thread",
                  "loop", "closed", "enclosing")
 
@@ -229,6 +229,11 @@ class Core:
         # first alone, a dict from the second on.
         self.first_root: Any = None
         self.root_gens: dict[Any, None] | None = None  # (generators hash by identity)
+        # ``live`` may hold a task whose generator has not started (a root, a
+        # shared generator's, a layered batch's): a yield of that generator
+        # elsewhere must be refused, which only a lookup in ``live`` tells.
+        # False once a step has run every task (see ``_stepping.step``).
+        self.unstarted = False
         # Queued operations by group key, and the classes seen (``_grouping``).
         self.groups: dict[Hashable, Group] = {}
         # Dispatches taken and not yet answered, in take order.
@@ -290,6 +295,7 @@ class Core:
         root = Root(raise_at_once, on_done)
         task = [gen, contextvars.copy_context(), None, root, 0, None, SEND, 0]
         self.live[gen] = task
+        self.unstarted = True
         self.woken.append(task)
         return root
 
@@ -705,6 +711,7 @@ class Core:
                 since = _earliest_since(group.targets, self.clock + 1) - 0.5
                 task = [result, contextvars.copy_context(), None, call, 0, None, SEND, since]
                 self.live[result] = task
+                self.unstarted = True
                 self.woken.append(task)
                 return
             elif group.info.uses_batcher:

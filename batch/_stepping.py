@@ -91,6 +91,7 @@ def step(core: Any) -> None:
             continue
         if not ready:
             core.clock = clock
+            core.unstarted = False  # every task in live has run now
             if core.first_root is not None:
                 core.roots_started()
             return
@@ -136,9 +137,10 @@ def step(core: Any) -> None:
                         resume = THROW
                         continue
                     # A single child runs on top of this task's chain.  A
-                    # generator that started already (suspended) or ended
-                    # (no frame) was yielded before: refuse it.
-                    if y.gi_suspended or y.gi_frame is None:
+                    # generator that started already (suspended), ended (no
+                    # frame) or is a task's not started yet was yielded
+                    # before: refuse it.
+                    if y.gi_suspended or y.gi_frame is None or (core.unstarted and y in live):
                         value = _reused(task, y)
                         resume = THROW
                         continue
@@ -323,6 +325,7 @@ def wait_shared(core: Any, shared: SharedGenerator[Any], sink: Any, index: int,
     if what == "start":
         task = [detail, ctx.copy(), None, shared, 0, None, SEND, 0]
         core.live[detail] = task
+        core.unstarted = True
         core.woken.append(task)
         core.shared[shared] = None
     return None
@@ -400,7 +403,7 @@ def start_join(core: Any, struct: Any, sink: Any, index: int, ctx: contextvars.C
                 if run_group is not None:
                     run_group.targets.append((join, run_start, i - run_start))
                     run_group = None
-                if item.gi_suspended or item.gi_frame is None or item in live:
+                if item.gi_suspended or item.gi_frame is None or (core.unstarted and item in live):
                     # Started, finished, or the generator of a task not started
                     # yet (a root's, a shared generator's; a child queued to
                     # start is checked when it starts, see step()).

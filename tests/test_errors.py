@@ -1238,3 +1238,25 @@ def test_run_batch_generator_expression_message() -> None:
 def test_run_batch_returning_a_generator_expression_is_an_error() -> None:
     with pytest.raises(batch.BatchResultError, match=GENEXPR_RESULT):
         batch.execute(Lazy(1))
+
+
+@pytest.mark.parametrize("shape", [
+    pytest.param(lambda g: g, id="alone"),
+    pytest.param(lambda g: [g], id="in a list"),
+])
+def test_a_root_not_started_yet_yielded_by_another_root(recorder: Any, shape: Any) -> None:
+    Op = recorder.op("Op")
+
+    def gen_b() -> Gen:
+        return "b", (yield Op(1))
+
+    b = gen_b()
+
+    def gen_a() -> Gen:
+        return (yield shape(b))  # b is a root too, given after this one: not started yet
+
+    first, second = batch.execute_many([gen_a(), b], return_exceptions=True)
+    assert isinstance(first, batch.GeneratorReusedError)
+    assert re.match(r"^.*gen_a \(.*\) yielded .*gen_b, a generator object that", str(first))
+    assert second == ("b", 1)  # its own root got its own result, once
+    assert recorder.calls == [("Op", [1])]
