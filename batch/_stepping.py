@@ -78,6 +78,9 @@ def step(core: Any) -> None:
     groups = core.groups
     live = core.live
     clock = core.clock
+    # Whether live holds a task not started yet (see Core.unstarted): only
+    # _yield_other can make one during a step, so it is read again after it.
+    unstarted = core.unstarted
     # The loop reads these names many times per task: as locals they cost a
     # fraction of a global lookup (measured: ~5% of W2's instructions).
     GEN, CTX, STACK, _, _, VALUE, RESUME, SINCE = _FIELDS
@@ -140,7 +143,7 @@ def step(core: Any) -> None:
                     # generator that started already (suspended), ended (no
                     # frame) or is a task's not started yet was yielded
                     # before: refuse it.
-                    if y.gi_suspended or y.gi_frame is None or (core.unstarted and y in live):
+                    if y.gi_suspended or y.gi_frame is None or (unstarted and y in live):
                         value = _reused(task, y)
                         resume = THROW
                         continue
@@ -167,6 +170,7 @@ def step(core: Any) -> None:
                     core.clock = clock  # start_join may stamp tasks too
                     outcome = _yield_other(core, task, y, cls)
                     clock = core.clock
+                    unstarted = core.unstarted
                     if outcome is None:
                         # Parked until what it waits on resolves.
                         clock += 1
