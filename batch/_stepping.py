@@ -400,8 +400,8 @@ def start_join(core: Any, struct: Any, sink: Any, index: int, ctx: contextvars.C
     run_start = 0
     start = 0  # where the current level goes on from
     while True:
-        for i in range(start, n):
-            item = items[i]
+        # (A level resumed after a nested one goes on from ``start``.)
+        for i, item in enumerate(items[start:] if start else items, start):
             c = item.__class__
             if c is GenType:
                 if run_group is not None:
@@ -423,8 +423,10 @@ def start_join(core: Any, struct: Any, sink: Any, index: int, ctx: contextvars.C
                     brood.append(child)
                     children.append(child)
                     continue
-                # Registered before it first runs (stamped in case it parks).
-                child = [item, own := ctx.copy(), None, join, i, None, SEND, clock + 1]
+                # Registered before it first runs, stamped in case it parks (a
+                # stamp left unused by a child that does not is only a gap).
+                clock += 1
+                child = [item, own := ctx.copy(), None, join, i, None, SEND, clock]
                 brood.append(child)
                 try:
                     y = own.run(send, item, None)
@@ -447,7 +449,6 @@ def start_join(core: Any, struct: Any, sink: Any, index: int, ctx: contextvars.C
                     # operations (and their groups) come first.
                     park_op(y)
                     park_task(child)
-                    clock += 1
                 continue
             group = groups.get(c)
             info = None
