@@ -74,7 +74,7 @@ def step(core: Any) -> None:
     """Resume runnable tasks until every live task waits on something."""
     ready = core.ready
     woken = core.woken
-    pop = ready.pop
+    pop = ready.pop  # (a bound method: cheaper than ready.pop() here, measured)
     groups = core.groups
     live = core.live
     clock = core.clock
@@ -381,7 +381,6 @@ def start_join(core: Any, struct: Any, sink: Any, index: int, ctx: contextvars.C
     # something else, and all after it, run from the ready stack instead.
     parked_ops: list[Any] = []
     parked_tasks: list[list[Any]] = []
-    park_op, park_task = parked_ops.append, parked_tasks.append
     # The class of the parked operations while they are all of one (known
     # to be fast); None once they are not.
     parked_class: Any = None
@@ -446,9 +445,10 @@ def start_join(core: Any, struct: Any, sink: Any, index: int, ctx: contextvars.C
                             eager = False
                             continue
                     # Parked: queued when the structure is done, so its own
-                    # operations (and their groups) come first.
-                    park_op(y)
-                    park_task(child)
+                    # operations (and their groups) come first.  (list.append
+                    # called as a method: 3.11 specializes it, not a bound one.)
+                    parked_ops.append(y)
+                    parked_tasks.append(child)
                 continue
             group = groups.get(c)
             info = None
