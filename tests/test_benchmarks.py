@@ -245,12 +245,14 @@ def test_quick_run_w6(quick_run: tuple[dict[str, Any], str]) -> None:
     w6 = doc["w6"]
     assert "W6: 500 requests, each a root that yields one operation" in out
     names = [row["contender"] for row in w6["rows"]]
-    assert names[:4] == ["raw generator driven by hand", "batch.execute(root)",
+    assert names[:5] == ["raw generator driven by hand", "batch.execute(root)",
+                         "batch.execute(root), the op yielded in a list (full executor)",
                          "await batch.execute_async(root), one after another",
                          "execute_async, all requests at once (gather)"]
     ok = [row for row in w6["rows"] if row["status"] == "ok"]
     assert all(row["us_per_request"] > 0 for row in ok)
     assert w6["ratios"]["execute_x_raw"] > 0   # a ratio, not a verdict: timings belong in the tables
+    assert w6["ratios"]["execute_core_x_raw"] > 0
 
 
 def test_quick_run_w7(quick_run: tuple[dict[str, Any], str]) -> None:
