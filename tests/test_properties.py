@@ -18,6 +18,8 @@ some catch what their yields throw.  For every tree (DESIGN.md section 4):
 
 from __future__ import annotations
 
+import asyncio
+import math
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any
@@ -351,3 +353,26 @@ def test_a_single_root_raises_what_the_naive_interpreter_raises(roots: list[GenS
     expected = outcome(lambda: naive(gen_node(roots[0])))
     LOG = Log()
     assert outcome(lambda: batch.execute(gen_node(roots[0]))) == expected
+
+
+@settings(max_examples=150, derandomize=True, database=None, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_gen_of(yieldables), min_size=1, max_size=1).map(
+    lambda roots: [_number(r, [0]) for r in roots]))
+def test_the_short_path_does_what_the_core_does(roots: list[GenSpec]) -> None:
+    """``execute(gen)`` may run a root on its short path (``batch/_short.py``): same everything.
+
+    ``timeout=inf`` limits nothing but makes ``execute`` use the core from the
+    start; both runs must give the same outcome, make the same calls with the
+    same batches in the same order, and build the operations in the same order.
+    """
+    global LOG
+    runs = []
+    for options in ({}, {"timeout": math.inf}):
+        LOG = Log()
+        got = outcome(lambda: batch.execute(gen_node(roots[0]), **options))  # noqa: B023
+        runs.append((got, LOG.calls, LOG.yielded))
+    assert runs[0] == runs[1]
+    LOG = Log()
+    got_async = outcome(lambda: asyncio.run(batch.execute_async(gen_node(roots[0]))))
+    assert (got_async, LOG.calls, LOG.yielded) == runs[1]
