@@ -129,7 +129,7 @@ from ._grouping import DedupeOps, Group
 from ._mailbox import ANSWER, RETRY, SHARED, Mailbox
 from ._operation import BatchableOperation, Settled
 from ._sharing import RUNNING, SharedGenerator
-from ._stepping import enqueue, queue_operation, step
+from ._stepping import enqueue, queue_operation, start_join, step
 from ._tasks import (
     GEN,
     HOLD,
@@ -314,21 +314,25 @@ class Core:
         self.rounds = rounds
         return root
 
-    def adopt_call(self, gen: Any, ctx: contextvars.Context, op: Any, rounds: int,
+    def adopt_call(self, gen: Any, ctx: contextvars.Context, y: Any, rounds: int,
                    sent: list[Any]) -> tuple[Root, Call]:
-        """Take over a root whose lone operation a driver sent itself (see ``_short``).
+        """Take over a root whose operations a driver sent itself (see ``_short``).
 
-        As :meth:`adopt_root`, but ``gen`` waits on ``op`` (a fast-path
-        class's), which the driver passed to ``run_batch`` as ``sent`` in
-        round ``rounds``.  Returns the root and that round's call, for the
-        driver to ``complete()`` with the outcome it got.
+        As :meth:`adopt_root`, but ``gen`` waits on ``y``: an operation of a
+        fast-path class, or a list or tuple of operations of one such class
+        that fit in one call, which the driver passed to ``run_batch`` as
+        ``sent`` in round ``rounds``.  Returns the root and that round's
+        call, for the driver to ``complete()`` with the outcome it got.
         """
         root = Root(True)
         task = [gen, ctx, None, root, 0, None, SEND, 1]
         self.live[gen] = task
         self.clock = 1
         self.rounds = rounds - 1
-        queue_operation(self, op, task)
+        if y.__class__ is list or y.__class__ is tuple:
+            start_join(self, y, task, 0, ctx, False, False, gen)
+        else:
+            queue_operation(self, y, task)
         (call,) = self.take()
         call.sent = sent
         return root, call

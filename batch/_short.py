@@ -6,10 +6,11 @@ round of one call, and running it through a :class:`~._core.Core` (a task, a
 group, a dispatch, a call) costs several times what the call itself does.
 So ``execute(gen)`` and ``execute_async(gen)`` without options first run
 ``gen`` here, inline: while it yields a single operation of a fast-path
-class (no ``batch_key``, batcher, cache or ``max_batch_cost``), that
-operation is sent alone, exactly as the core would send it: ``run_batch``
-gets a list of its own, runs in a copy of the caller's context, and its
-result passes the same checks.
+class (no ``batch_key``, batcher, cache or ``max_batch_cost``), or a list or
+tuple of operations all of one such class that fit in one call (and are not
+``dedupe``), they are sent exactly as the core would send them: one
+``run_batch`` call that gets a list of its own, runs in a copy of the
+caller's context, and whose result passes the same checks.
 
 The moment anything else happens, the state is handed to a core
 (``Core.adopt_root`` / ``Core.adopt_call``), which goes on as if it had run
@@ -17,9 +18,10 @@ the generator from the start, so every other rule is the core's own:
 
 - the generator yields anything else (a structure, a sub-generator, an
   operation of another kind): the core takes that yield up;
-- ``run_batch`` raises, or returns anything but a list of one result, or
-  changes its list (and for ``execute_async``: returns an awaitable, or the
-  class is ``blocking``): the core completes that call with the outcome;
+- ``run_batch`` raises, or returns anything but a list of one result per
+  operation, or reorders or changes its list, or fails some operations of a
+  structure (and for ``execute_async``: returns an awaitable, or the class is
+  ``blocking``): the core completes that call with the outcome;
 - the generator raises: the core concludes with that failure (the same
   note, the same traceback);
 - a ``BaseException`` (``KeyboardInterrupt``, a cancellation) arrives
@@ -40,6 +42,7 @@ import contextvars
 import inspect
 import logging
 import types
+from operator import is_not
 from typing import Any, NoReturn
 
 from . import _hooks
@@ -48,7 +51,7 @@ from ._dispatch import ENCLOSING, log
 from ._drivers import drive, drive_async
 from ._errors import BatchSettingError
 from ._grouping import op_info
-from ._operation import BatchableOperation
+from ._operation import BatchableOperation, OpInfo
 from ._stepping import explain_attribute_error
 
 __all__ = ["execute_async_short", "execute_short", "takes_short_path"]
@@ -67,17 +70,66 @@ def takes_short_path(x: Any) -> bool:
             and not ENCLOSING.get() and not log.isEnabledFor(_DEBUG))
 
 
-def _sent_alone(y: Any, blocking_ok: bool) -> Any:
-    """``run_batch`` of ``y``'s class if the short path may send ``y`` alone, else None."""
-    if not isinstance(y, BatchableOperation):
+def _info(cls: type, blocking_ok: bool) -> OpInfo | None:
+    """How the executor treats ``cls``, if its operations may be sent here, else None."""
+    if not issubclass(cls, BatchableOperation):
         return None
     try:
-        info = op_info(y.__class__)
+        info = op_info(cls)
     except BatchSettingError:
         return None  # the core fails the operation with it
     if not info.fast or info.max_cost is not None or (info.blocking and not blocking_ok):
         return None
-    return y.__class__.run_batch
+    return info
+
+
+def _sendable(y: Any, blocking_ok: bool) -> tuple[Any, list[Any]] | None:
+    """``(run_batch, the list to send it)`` if the short path may send what was yielded.
+
+    That is one operation of a fast-path class (see the module docstring),
+    or a list or tuple of operations all of one such class: not empty, no
+    longer than its ``max_batch_size``, and not ``dedupe`` (the core would
+    merge equal ones).  None for anything else.
+    """
+    cls = y.__class__
+    if cls is list or cls is tuple:
+        if not y:
+            return None
+        first = y[0].__class__
+        if len(set(map(type, y))) != 1:
+            return None
+        info = _info(first, blocking_ok)
+        if info is None or info.dedupe or (info.max_size is not None and len(y) > info.max_size):
+            return None
+        return first.run_batch, list(y)
+    info = _info(cls, blocking_ok)
+    if info is None:
+        return None
+    return cls.run_batch, [y]
+
+
+def _as_yielded(y: Any, sent: list[Any], result: Any) -> tuple[Any, bool] | None:
+    """What to resume the generator with, given ``run_batch``'s result; None: the core's to judge.
+
+    None unless ``result`` is a list of one result per operation and
+    ``run_batch`` left its list as it was.  For a structure, also None when
+    some result is an exception (which one the generator gets is the core's
+    rule); for one operation, an exception result is thrown into it.
+    """
+    if y.__class__ is list or y.__class__ is tuple:
+        n = len(y)
+        if (result.__class__ is not list or len(result) != n or len(sent) != n
+                or any(map(is_not, sent, y))):
+            return None
+        for t in set(map(type, result)):
+            if issubclass(t, Exception):
+                return None
+        # A list (for a tuple too, as the core gives), not run_batch's own.
+        return result[:], False
+    if result.__class__ is not list or len(result) != 1 or len(sent) != 1 or sent[0] is not y:
+        return None
+    value = result[0]
+    return value, isinstance(value, Exception)
 
 
 def execute_short(gen: Any) -> Any:
@@ -98,25 +150,26 @@ def execute_short(gen: Any) -> Any:
                     explain_attribute_error(gen, exc))
                 break
             value = None  # the generator has it: do not keep it alive
-            run_batch = _sent_alone(y, True)
-            if run_batch is None:
+            sendable = _sendable(y, True)
+            if sendable is None:
                 handed = True
                 core = Core(plain=True)
                 root = core.adopt_root(gen, ctx, y, rounds)
                 del y
                 drive(core, None, None)
                 return root.value
-            sent = [y]
+            run_batch, sent = sendable
             rounds += 1
             try:
                 result = _copy_context().run(run_batch, sent)
             except BaseException as exc:
                 handed = True
                 return _complete_in_core(gen, ctx, y, rounds, sent, None, exc)
-            if result.__class__ is list and len(result) == 1 and len(sent) == 1 and sent[0] is y:
-                value = result[0]
-                resume = _throw if isinstance(value, Exception) else _send
-                del result, y, sent
+            given = _as_yielded(y, sent, result)
+            if given is not None:
+                value, failed = given
+                resume = _throw if failed else _send
+                del result, y, sent, given
                 continue
             handed = True
             return _complete_in_core(gen, ctx, y, rounds, sent, result, None)
@@ -185,8 +238,8 @@ async def execute_async_short(gen: Any) -> Any:
                     explain_attribute_error(gen, exc))
                 break
             value = None  # the generator has it: do not keep it alive
-            run_batch = _sent_alone(y, False)
-            if run_batch is None:
+            sendable = _sendable(y, False)
+            if sendable is None:
                 handed = True
                 core = Core(plain=True)
                 root = core.adopt_root(gen, ctx, y, rounds)
@@ -195,7 +248,7 @@ async def execute_async_short(gen: Any) -> Any:
                 return root.value
             if rounds:
                 await asyncio.sleep(0)  # as the driver: other tasks run between rounds
-            sent = [y]
+            run_batch, sent = sendable
             rounds += 1
             call_ctx = _copy_context()
             try:
@@ -203,10 +256,11 @@ async def execute_async_short(gen: Any) -> Any:
             except BaseException as exc:
                 handed = True
                 return await _complete_in_core_async(gen, ctx, y, rounds, sent, call_ctx, None, exc)
-            if result.__class__ is list and len(result) == 1 and len(sent) == 1 and sent[0] is y:
-                value = result[0]
-                resume = _throw if isinstance(value, Exception) else _send
-                del result, y, sent
+            given = _as_yielded(y, sent, result)
+            if given is not None:
+                value, failed = given
+                resume = _throw if failed else _send
+                del result, y, sent, given
                 continue
             handed = True
             return await _complete_in_core_async(gen, ctx, y, rounds, sent, call_ctx, result, None)

@@ -93,11 +93,53 @@ def make_ops(log: Log) -> dict[str, type[batch.BatchableOperation[Any]]]:
             log.append(("Cached", [op.key for op in ops]))
             return [op.key for op in ops]
 
-    return {"Get": Get, "Boom": Boom, "Odd": Odd, "Cached": Cached}
+    class Small(batch.BatchableOperation[Any]):
+        max_batch_size = 2
+
+        def __init__(self, key: Any) -> None:
+            self.key = key
+
+        @classmethod
+        def run_batch(cls, ops: list[Small]) -> list[Any]:
+            log.append(("Small", [op.key for op in ops]))
+            return [op.key for op in ops]
+
+    class Dedupe(batch.BatchableOperation[Any]):
+        dedupe = True
+
+        def __init__(self, key: Any) -> None:
+            self.key = key
+
+        def __eq__(self, other: object) -> bool:
+            return isinstance(other, Dedupe) and other.key == self.key
+
+        def __hash__(self) -> int:
+            return hash(self.key)
+
+        @classmethod
+        def run_batch(cls, ops: list[Dedupe]) -> list[Any]:
+            log.append(("Dedupe", [op.key for op in ops]))
+            return [op.key for op in ops]
+
+    class Reversing(batch.BatchableOperation[Any]):
+        """Reorders its list in place (allowed): its results follow the new order."""
+
+        def __init__(self, key: Any) -> None:
+            self.key = key
+
+        @classmethod
+        def run_batch(cls, ops: list[Reversing]) -> list[Any]:
+            ops.reverse()
+            log.append(("Reversing", [op.key for op in ops]))
+            return [f"r{op.key}" for op in ops]
+
+    return {"Get": Get, "Boom": Boom, "Odd": Odd, "Cached": Cached, "Small": Small,
+            "Dedupe": Dedupe, "Reversing": Reversing}
 
 
 def scenarios(ops: dict[str, Any], log: Log) -> dict[str, Callable[[], Gen]]:
     Get, Boom, Odd, Cached = ops["Get"], ops["Boom"], ops["Odd"], ops["Cached"]
+    Small, Dedupe, Reversing = ops["Small"], ops["Dedupe"], ops["Reversing"]
 
     def watched(name: str, body: Gen) -> Gen:
         try:
@@ -183,7 +225,51 @@ def scenarios(ops: dict[str, Any], log: Log) -> dict[str, Callable[[], Gen]]:
         gen_holder[:] = [g]
         return g
 
+    def a_list() -> Gen:
+        xs = yield [Get(1), Get(2), Get(3)]
+        ys = yield (Get(xs[0]), Get(xs[2]))  # a tuple: a list of results, as for any tuple
+        return xs, ys, (yield Get(sum(ys)))
+
+    def list_failing(catch: bool) -> Callable[[], Gen]:
+        def gen() -> Gen:
+            try:
+                return (yield [Get(1), Get("bad2"), Get("bad3")])
+            except ValueError as exc:
+                if catch:
+                    return f"caught {exc}"
+                raise
+        return gen
+
+    def list_mixed() -> Gen:
+        return (yield [Get(1), Odd("tuple"), Get(2)])
+
+    def list_chunked() -> Gen:
+        return (yield [Small(1), Small(2), Small(3)])
+
+    def list_deduped() -> Gen:
+        return (yield [Dedupe(1), Dedupe(1), Dedupe(2)])
+
+    def list_reordered() -> Gen:
+        return (yield [Reversing(1), Reversing(2), Reversing(3)])
+
+    def list_empty() -> Gen:
+        empty = yield []
+        return empty, (yield [Get(5)])
+
+    def list_then_child() -> Gen:
+        xs = yield [Get(1), Get(2)]
+        return xs, (yield [child(3), Get(4)])
+
     table: dict[str, Callable[[], Gen]] = {
+        "a list": a_list,
+        "a list with failures, caught": list_failing(True),
+        "a list with failures": list_failing(False),
+        "a list of two classes": list_mixed,
+        "a list longer than max_batch_size": list_chunked,
+        "a list of a dedupe class": list_deduped,
+        "a list reordered by run_batch": list_reordered,
+        "an empty list": list_empty,
+        "a list, then a child in a list": list_then_child,
         "chain": chain,
         "caught item": caught_item,
         "uncaught item": uncaught_item,
@@ -276,6 +362,15 @@ def test_what_the_scenarios_give() -> None:
     assert "used `yield from` on a list_iterator" in run("yield from a list")[0][2]
     assert "changed the list of operations" in run("changed list")[0][2]
     assert "returned 2 results for 1 operations" in run("count")[0][2]
+    assert run("a list") == (("value", ([2, 4, 6], [4, 12], 32)),
+                             [("Get", [1, 2, 3]), ("Get", [2, 6]), ("Get", [16]),
+                              ("finally", "a list")])
+    assert run("a list with failures, caught")[0] == ("value", "caught no row bad2")
+    assert run("a list longer than max_batch_size")[1][:2] == [("Small", [1, 2]), ("Small", [3])]
+    assert run("a list of a dedupe class") == (("value", [1, 1, 2]), [
+        ("Dedupe", [1, 2]), ("finally", "a list of a dedupe class")])
+    assert run("a list reordered by run_batch")[0] == ("value", ["r1", "r2", "r3"])
+    assert run("an empty list")[0] == ("value", ([], [10]))
 
 
 def test_a_plain_chain_makes_no_core(monkeypatch: pytest.MonkeyPatch) -> None:
