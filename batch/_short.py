@@ -51,7 +51,7 @@ from ._dispatch import ENCLOSING, log
 from ._drivers import drive, drive_async
 from ._errors import BatchSettingError
 from ._grouping import op_info
-from ._operation import BatchableOperation, OpInfo
+from ._operation import BatchableOperation
 from ._stepping import explain_attribute_error
 
 __all__ = ["execute_async_short", "execute_short", "takes_short_path"]
@@ -70,8 +70,12 @@ def takes_short_path(x: Any) -> bool:
             and not ENCLOSING.get() and not log.isEnabledFor(_DEBUG))
 
 
-def _info(cls: type, blocking_ok: bool) -> OpInfo | None:
-    """How the executor treats ``cls``, if its operations may be sent here, else None."""
+def _run_batch_of(cls: type, blocking_ok: bool) -> Any:
+    """``cls.run_batch`` if the short path may send operations of ``cls``, else None.
+
+    A fast-path class (see the module docstring); with ``blocking_ok``
+    False (``execute_async``), not a ``blocking`` one.
+    """
     if not issubclass(cls, BatchableOperation):
         return None
     try:
@@ -80,56 +84,44 @@ def _info(cls: type, blocking_ok: bool) -> OpInfo | None:
         return None  # the core fails the operation with it
     if not info.fast or info.max_cost is not None or (info.blocking and not blocking_ok):
         return None
-    return info
+    return cls.run_batch
 
 
-def _sendable(y: Any, blocking_ok: bool) -> tuple[Any, list[Any]] | None:
-    """``(run_batch, the list to send it)`` if the short path may send what was yielded.
+def _structure_run_batch(y: list[Any] | tuple[Any, ...], blocking_ok: bool) -> Any:
+    """:func:`_run_batch_of` for a yielded list or tuple, sent whole, or None.
 
-    That is one operation of a fast-path class (see the module docstring),
-    or a list or tuple of operations all of one such class: not empty, no
-    longer than its ``max_batch_size``, and not ``dedupe`` (the core would
-    merge equal ones).  None for anything else.
+    Its operations must all be of one class, fit in one call (no longer
+    than ``max_batch_size``) and not be ``dedupe`` (the core would merge
+    equal ones); not empty (the core answers that with no round).
     """
-    cls = y.__class__
-    if cls is list or cls is tuple:
-        if not y:
-            return None
-        first = y[0].__class__
-        if len(set(map(type, y))) != 1:
-            return None
-        info = _info(first, blocking_ok)
-        if info is None or info.dedupe or (info.max_size is not None and len(y) > info.max_size):
-            return None
-        return first.run_batch, list(y)
-    info = _info(cls, blocking_ok)
-    if info is None:
+    if not y or len(set(map(type, y))) != 1:
         return None
-    return cls.run_batch, [y]
+    cls = y[0].__class__
+    run_batch = _run_batch_of(cls, blocking_ok)
+    if run_batch is None:
+        return None
+    info = op_info(cls)
+    if info.dedupe or (info.max_size is not None and len(y) > info.max_size):
+        return None
+    return run_batch
 
 
-def _as_yielded(y: Any, sent: list[Any], result: Any) -> tuple[Any, bool] | None:
-    """What to resume the generator with, given ``run_batch``'s result; None: the core's to judge.
+def _structure_value(y: list[Any] | tuple[Any, ...], sent: list[Any], result: Any) -> Any:
+    """The value a yielded list or tuple resumes its generator with, or None: the core's to judge.
 
-    None unless ``result`` is a list of one result per operation and
-    ``run_batch`` left its list as it was.  For a structure, also None when
-    some result is an exception (which one the generator gets is the core's
-    rule); for one operation, an exception result is thrown into it.
+    None unless ``result`` is a list of one result per operation, none of
+    them an exception (which one the generator gets is the core's rule),
+    and ``run_batch`` left its list as it was.
     """
-    if y.__class__ is list or y.__class__ is tuple:
-        n = len(y)
-        if (result.__class__ is not list or len(result) != n or len(sent) != n
-                or any(map(is_not, sent, y))):
-            return None
-        for t in set(map(type, result)):
-            if issubclass(t, Exception):
-                return None
-        # A list (for a tuple too, as the core gives), not run_batch's own.
-        return result[:], False
-    if result.__class__ is not list or len(result) != 1 or len(sent) != 1 or sent[0] is not y:
+    n = len(y)
+    if (result.__class__ is not list or len(result) != n or len(sent) != n
+            or any(map(is_not, sent, y))):
         return None
-    value = result[0]
-    return value, isinstance(value, Exception)
+    for t in set(map(type, result)):
+        if issubclass(t, Exception):
+            return None
+    # A list (for a tuple too, as the core gives), not run_batch's own.
+    return result[:]
 
 
 def execute_short(gen: Any) -> Any:
@@ -150,27 +142,34 @@ def execute_short(gen: Any) -> Any:
                     explain_attribute_error(gen, exc))
                 break
             value = None  # the generator has it: do not keep it alive
-            sendable = _sendable(y, True)
-            if sendable is None:
+            one = y.__class__ is not list and y.__class__ is not tuple
+            run_batch = _run_batch_of(y.__class__, True) if one else _structure_run_batch(y, True)
+            if run_batch is None:
                 handed = True
                 core = Core(plain=True)
                 root = core.adopt_root(gen, ctx, y, rounds)
                 del y
                 drive(core, None, None)
                 return root.value
-            run_batch, sent = sendable
+            sent = [y] if one else list(y)
             rounds += 1
             try:
                 result = _copy_context().run(run_batch, sent)
             except BaseException as exc:
                 handed = True
                 return _complete_in_core(gen, ctx, y, rounds, sent, None, exc)
-            given = _as_yielded(y, sent, result)
-            if given is not None:
-                value, failed = given
-                resume = _throw if failed else _send
-                del result, y, sent, given
-                continue
+            if one:
+                if result.__class__ is list and len(result) == 1 and len(sent) == 1 and sent[0] is y:
+                    value = result[0]
+                    resume = _throw if isinstance(value, Exception) else _send
+                    del result, y, sent
+                    continue
+            else:
+                value = _structure_value(y, sent, result)
+                if value is not None:
+                    resume = _send
+                    del result, y, sent
+                    continue
             handed = True
             return _complete_in_core(gen, ctx, y, rounds, sent, result, None)
     except BaseException as exc:
@@ -238,8 +237,9 @@ async def execute_async_short(gen: Any) -> Any:
                     explain_attribute_error(gen, exc))
                 break
             value = None  # the generator has it: do not keep it alive
-            sendable = _sendable(y, False)
-            if sendable is None:
+            one = y.__class__ is not list and y.__class__ is not tuple
+            run_batch = _run_batch_of(y.__class__, False) if one else _structure_run_batch(y, False)
+            if run_batch is None:
                 handed = True
                 core = Core(plain=True)
                 root = core.adopt_root(gen, ctx, y, rounds)
@@ -248,7 +248,7 @@ async def execute_async_short(gen: Any) -> Any:
                 return root.value
             if rounds:
                 await asyncio.sleep(0)  # as the driver: other tasks run between rounds
-            run_batch, sent = sendable
+            sent = [y] if one else list(y)
             rounds += 1
             call_ctx = _copy_context()
             try:
@@ -256,12 +256,18 @@ async def execute_async_short(gen: Any) -> Any:
             except BaseException as exc:
                 handed = True
                 return await _complete_in_core_async(gen, ctx, y, rounds, sent, call_ctx, None, exc)
-            given = _as_yielded(y, sent, result)
-            if given is not None:
-                value, failed = given
-                resume = _throw if failed else _send
-                del result, y, sent, given
-                continue
+            if one:
+                if result.__class__ is list and len(result) == 1 and len(sent) == 1 and sent[0] is y:
+                    value = result[0]
+                    resume = _throw if isinstance(value, Exception) else _send
+                    del result, y, sent
+                    continue
+            else:
+                value = _structure_value(y, sent, result)
+                if value is not None:
+                    resume = _send
+                    del result, y, sent
+                    continue
             handed = True
             return await _complete_in_core_async(gen, ctx, y, rounds, sent, call_ctx, result, None)
     except BaseException as exc:
