@@ -299,23 +299,26 @@ class Core:
         self.woken.append(task)
         return root
 
-    def adopt_root(self, gen: Any, ctx: contextvars.Context, y: Any, rounds: int) -> Root:
+    def adopt_root(self, gen: Any, ctx: contextvars.Context, y: Any, rounds: int,
+                   stack: list[Any] | None = None) -> Root:
         """Take over a root generator a driver started itself (see ``_short``).
 
-        ``gen`` ran in ``ctx`` through ``rounds`` rounds of one operation
-        each, and has just yielded ``y``, not acted on yet: the next
-        ``step()`` takes ``y`` up as if the generator had run here from the
-        start.  Its failure raises at once, as ``add_root(gen)``'s does.
+        ``gen`` ran in ``ctx`` through ``rounds`` rounds, and has just
+        yielded ``y``, not acted on yet: the next ``step()`` takes ``y`` up
+        as if the generator had run here from the start.  ``stack`` holds
+        the generators below ``gen`` that wait on it, as a task keeps them
+        (``[root, its ctx, child, its ctx, ...]``; see ``_tasks``).  Its
+        failure raises at once, as ``add_root(gen)``'s does.
         """
         root = Root(True)
-        task = [gen, ctx, None, root, 0, y, TAKE, 0]
-        self.live[gen] = task
+        task = [gen, ctx, stack or None, root, 0, y, TAKE, 0]
+        self.live[stack[0] if stack else gen] = task  # by its bottom generator
         self.woken.append(task)
         self.rounds = rounds
         return root
 
     def adopt_call(self, gen: Any, ctx: contextvars.Context, y: Any, rounds: int,
-                   sent: list[Any]) -> tuple[Root, Call]:
+                   sent: list[Any], stack: list[Any] | None = None) -> tuple[Root, Call]:
         """Take over a root whose operations a driver sent itself (see ``_short``).
 
         As :meth:`adopt_root`, but ``gen`` waits on ``y``: an operation of a
@@ -325,8 +328,8 @@ class Core:
         call, for the driver to ``complete()`` with the outcome it got.
         """
         root = Root(True)
-        task = [gen, ctx, None, root, 0, None, SEND, 1]
-        self.live[gen] = task
+        task = [gen, ctx, stack or None, root, 0, None, SEND, 1]
+        self.live[stack[0] if stack else gen] = task
         self.clock = 1
         self.rounds = rounds - 1
         if y.__class__ is list or y.__class__ is tuple:

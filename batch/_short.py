@@ -1,4 +1,4 @@
-"""The short path of ``execute`` and ``execute_async``: a root that yields one operation at a time.
+"""The short path of ``execute`` and ``execute_async``: a root that yields operations and sub-generators.
 
 A server's request is often a generator that yields one operation, gets
 its result, perhaps yields another, and returns.  Each such yield is a
@@ -10,23 +10,27 @@ class (no ``batch_key``, batcher, cache or ``max_batch_cost``), or a list or
 tuple of operations all of one such class that fit in one call (and are not
 ``dedupe``), they are sent exactly as the core would send them: one
 ``run_batch`` call that gets a list of its own, runs in a copy of the
-caller's context, and whose result passes the same checks.
+caller's context, and whose result passes the same checks.  A fresh
+sub-generator it yields runs on top of it, in a copy of its context, as a
+core's task runs it (its value or exception goes back to its parent).
 
 The moment anything else happens, the state is handed to a core
 (``Core.adopt_root`` / ``Core.adopt_call``), which goes on as if it had run
 the generator from the start, so every other rule is the core's own:
 
-- the generator yields anything else (a structure, a sub-generator, an
-  operation of another kind): the core takes that yield up;
+- a generator yields anything else (a structure of several classes or
+  holding generators, a dict, an operation with a key, a batcher or a
+  cache, a generator already started or finished, a generator
+  expression): the core takes that yield up, with the generators below;
 - ``run_batch`` raises, or returns anything but a list of one result per
   operation, or reorders or changes its list, or fails some operations of a
   structure (and for ``execute_async``: returns an awaitable, or the class is
   ``blocking``): the core completes that call with the outcome;
-- the generator raises: the core concludes with that failure (the same
-  note, the same traceback);
+- the root raises: the core concludes with that failure (the same note,
+  the same traceback);
 - a ``BaseException`` (``KeyboardInterrupt``, a cancellation) arrives
-  anywhere: the core closes the generator and notes the rounds, as
-  ``abort`` does.
+  anywhere: the core closes the generators, innermost first, and notes the
+  rounds, as ``abort`` does.
 
 The path is not taken when something could tell the difference: options
 given, a ``batch.testing`` hook or an implicit trace in force, an
@@ -129,6 +133,9 @@ def execute_short(gen: Any) -> Any:
     ctx = _copy_context()
     resume: Any = _send  # or _throw: an Exception result fails its operation
     value: Any = None
+    # The generators waiting on ``gen`` (a sub-generator runs on top of its
+    # parent, as in a core's task): [root, its ctx, child, its ctx, ...].
+    stack: list[Any] = []
     rounds = 0
     handed = False
     try:
@@ -136,18 +143,40 @@ def execute_short(gen: Any) -> Any:
             try:
                 y = ctx.run(resume, gen, value)
             except StopIteration as stop:
-                return stop.value
+                if not stack:
+                    return stop.value
+                value = stop.value  # to the parent
+                resume = _send
+                ctx = stack.pop()
+                gen = stack.pop()
+                continue
             except Exception as exc:
                 failure = exc if exc.__class__ is not AttributeError else (
                     explain_attribute_error(gen, exc))
-                break
+                if not stack:
+                    break
+                value = failure  # thrown into the parent
+                resume = _throw
+                ctx = stack.pop()
+                gen = stack.pop()
+                continue
             value = None  # the generator has it: do not keep it alive
+            if y.__class__ is GeneratorType and (
+                    not y.gi_suspended and y.gi_frame is not None and y.__name__ != "<genexpr>"):
+                # A fresh sub-generator: it runs on top, in a copy of the context
+                # (anything else about it is the core's to refuse).
+                stack.append(gen)
+                stack.append(ctx)
+                gen = y
+                ctx = ctx.copy()
+                resume = _send
+                continue
             one = y.__class__ is not list and y.__class__ is not tuple
             run_batch = _run_batch_of(y.__class__, True) if one else _structure_run_batch(y, True)
             if run_batch is None:
                 handed = True
                 core = Core(plain=True)
-                root = core.adopt_root(gen, ctx, y, rounds)
+                root = core.adopt_root(gen, ctx, y, rounds, stack)
                 del y
                 drive(core, None, None)
                 return root.value
@@ -157,7 +186,7 @@ def execute_short(gen: Any) -> Any:
                 result = _copy_context().run(run_batch, sent)
             except BaseException as exc:
                 handed = True
-                return _complete_in_core(gen, ctx, y, rounds, sent, None, exc)
+                return _complete_in_core(gen, ctx, y, rounds, sent, None, exc, stack)
             if one:
                 if result.__class__ is list and len(result) == 1 and len(sent) == 1 and sent[0] is y:
                     value = result[0]
@@ -171,18 +200,18 @@ def execute_short(gen: Any) -> Any:
                     del result, y, sent
                     continue
             handed = True
-            return _complete_in_core(gen, ctx, y, rounds, sent, result, None)
+            return _complete_in_core(gen, ctx, y, rounds, sent, result, None, stack)
     except BaseException as exc:
         if not handed:
-            _abort(gen, ctx, rounds, exc)
+            _abort(gen, ctx, rounds, exc, stack)
         raise
     _conclude(rounds, failure)
 
 
 def _complete_in_core(gen: Any, ctx: contextvars.Context, y: Any, rounds: int, sent: list[Any],
-                      result: Any, exc: BaseException | None) -> Any:
+                      result: Any, exc: BaseException | None, stack: list[Any]) -> Any:
     core = Core(plain=True)
-    root, call = core.adopt_call(gen, ctx, y, rounds, sent)
+    root, call = core.adopt_call(gen, ctx, y, rounds, sent, stack)
     try:
         core.complete(call, result, exc)
     except BaseException as err:  # KeyboardInterrupt and friends: as drive() does
@@ -193,11 +222,12 @@ def _complete_in_core(gen: Any, ctx: contextvars.Context, y: Any, rounds: int, s
     return root.value
 
 
-def _abort(gen: Any, ctx: contextvars.Context, rounds: int, exc: BaseException) -> None:
-    """A BaseException reached the short path: close ``gen``, note the rounds (``Core.abort``)."""
+def _abort(gen: Any, ctx: contextvars.Context, rounds: int, exc: BaseException,
+           stack: list[Any]) -> None:
+    """A BaseException reached the short path: close the generators, note the rounds (``Core.abort``)."""
     core = Core(plain=True)
-    if gen.gi_suspended:
-        core.adopt_root(gen, ctx, None, rounds)
+    if gen.gi_suspended or stack:
+        core.adopt_root(gen, ctx, None, rounds, stack)
     else:
         core.rounds = rounds
     core.abort(exc)
@@ -224,6 +254,9 @@ async def execute_async_short(gen: Any) -> Any:
     ctx = _copy_context()
     resume: Any = _send  # or _throw: an Exception result fails its operation
     value: Any = None
+    # The generators waiting on ``gen`` (a sub-generator runs on top of its
+    # parent, as in a core's task): [root, its ctx, child, its ctx, ...].
+    stack: list[Any] = []
     rounds = 0
     handed = False
     try:
@@ -231,18 +264,40 @@ async def execute_async_short(gen: Any) -> Any:
             try:
                 y = ctx.run(resume, gen, value)
             except StopIteration as stop:
-                return stop.value
+                if not stack:
+                    return stop.value
+                value = stop.value  # to the parent
+                resume = _send
+                ctx = stack.pop()
+                gen = stack.pop()
+                continue
             except Exception as exc:
                 failure = exc if exc.__class__ is not AttributeError else (
                     explain_attribute_error(gen, exc))
-                break
+                if not stack:
+                    break
+                value = failure  # thrown into the parent
+                resume = _throw
+                ctx = stack.pop()
+                gen = stack.pop()
+                continue
             value = None  # the generator has it: do not keep it alive
+            if y.__class__ is GeneratorType and (
+                    not y.gi_suspended and y.gi_frame is not None and y.__name__ != "<genexpr>"):
+                # A fresh sub-generator: it runs on top, in a copy of the context
+                # (anything else about it is the core's to refuse).
+                stack.append(gen)
+                stack.append(ctx)
+                gen = y
+                ctx = ctx.copy()
+                resume = _send
+                continue
             one = y.__class__ is not list and y.__class__ is not tuple
             run_batch = _run_batch_of(y.__class__, False) if one else _structure_run_batch(y, False)
             if run_batch is None:
                 handed = True
                 core = Core(plain=True)
-                root = core.adopt_root(gen, ctx, y, rounds)
+                root = core.adopt_root(gen, ctx, y, rounds, stack)
                 del y
                 await drive_async(core, None, None)
                 return root.value
@@ -255,7 +310,8 @@ async def execute_async_short(gen: Any) -> Any:
                 result = call_ctx.run(run_batch, sent)
             except BaseException as exc:
                 handed = True
-                return await _complete_in_core_async(gen, ctx, y, rounds, sent, call_ctx, None, exc)
+                return await _complete_in_core_async(gen, ctx, y, rounds, sent, call_ctx, None, exc,
+                                                     stack)
             if one:
                 if result.__class__ is list and len(result) == 1 and len(sent) == 1 and sent[0] is y:
                     value = result[0]
@@ -269,19 +325,20 @@ async def execute_async_short(gen: Any) -> Any:
                     del result, y, sent
                     continue
             handed = True
-            return await _complete_in_core_async(gen, ctx, y, rounds, sent, call_ctx, result, None)
+            return await _complete_in_core_async(gen, ctx, y, rounds, sent, call_ctx, result, None,
+                                                 stack)
     except BaseException as exc:
         if not handed:
-            _abort(gen, ctx, rounds, exc)
+            _abort(gen, ctx, rounds, exc, stack)
         raise
     _conclude(rounds, failure)
 
 
 async def _complete_in_core_async(gen: Any, ctx: contextvars.Context, y: Any, rounds: int,
                                   sent: list[Any], call_ctx: contextvars.Context, result: Any,
-                                  exc: BaseException | None) -> Any:
+                                  exc: BaseException | None, stack: list[Any]) -> Any:
     core = Core(plain=True)
-    root, call = core.adopt_call(gen, ctx, y, rounds, sent)
+    root, call = core.adopt_call(gen, ctx, y, rounds, sent, stack)
     del y, sent
     if exc is None and result.__class__ is not list and inspect.isawaitable(result):
         # An async run_batch: awaited by the driver (in the context it was

@@ -7,10 +7,10 @@ that W1-W4 measure.  Contenders, in one run:
 
 - raw: the generator driven by hand (``send``, ``run_batch([op])``, ``send``):
   the floor, and the base of the ``x raw`` column;
-- ``batch.execute(root)`` per request (a root that yields operations takes
-  the executor's short path, see ``batch/_short.py``), and the same request
-  with its operation yielded by a sub-generator, which the full executor
-  runs: what a request pays once the short path does not apply;
+- ``batch.execute(root)`` per request (a root that yields operations and
+  sub-generators takes the executor's short path, see ``batch/_short.py``),
+  and the same request with its sub-generator yielded in a list, which the
+  full executor runs: what a request pays once the short path does not apply;
 - ``await batch.execute_async(root)`` per request, one after another, and
   all requests at once (``asyncio.gather`` of one ``execute_async`` each);
 - aiodataloader (when installed): a fresh ``DataLoader`` per request,
@@ -61,8 +61,9 @@ def gen_request(key: int) -> Generator[Any, Any, int]:
 
 
 def gen_request_nested(key: int) -> Generator[Any, Any, int]:
-    """The same request, its operation yielded by a sub-generator: run by the full executor."""
-    value: int = yield gen_request(key)
+    """The same request, a sub-generator yielded in a list: run by the full executor."""
+    value: int
+    (value,) = yield [gen_request(key)]
     return value
 
 
@@ -135,7 +136,7 @@ def _dataloader_at_once(n: int) -> int:
 
 RAW = "raw generator driven by hand"
 EXECUTE = "batch.execute(root)"
-EXECUTE_CORE = "batch.execute(root), the op in a sub-generator (full executor)"
+EXECUTE_CORE = "batch.execute(root), [sub-generator] (full executor)"
 ASYNC_SEQ = "await batch.execute_async(root), one after another"
 ASYNC_ALL = "execute_async, all requests at once (gather)"
 ADL_SEQ = "aiodataloader, fresh loader per request, one after another"

@@ -246,7 +246,7 @@ def test_quick_run_w6(quick_run: tuple[dict[str, Any], str]) -> None:
     assert "W6: 500 requests, each a root that yields one operation" in out
     names = [row["contender"] for row in w6["rows"]]
     assert names[:5] == ["raw generator driven by hand", "batch.execute(root)",
-                         "batch.execute(root), the op in a sub-generator (full executor)",
+                         "batch.execute(root), [sub-generator] (full executor)",
                          "await batch.execute_async(root), one after another",
                          "execute_async, all requests at once (gather)"]
     ok = [row for row in w6["rows"] if row["status"] == "ok"]

@@ -260,7 +260,56 @@ def scenarios(ops: dict[str, Any], log: Log) -> dict[str, Callable[[], Gen]]:
         xs = yield [Get(1), Get(2)]
         return xs, (yield [child(3), Get(4)])
 
+    def level(name: str, body: Gen) -> Gen:
+        try:
+            return (yield from body)
+        finally:
+            log.append(("finally", name))
+
+    def chain_of(depth: int, bottom: Callable[[], Gen]) -> Gen:
+        if depth == 0:
+            return (yield level("bottom", bottom()))
+        got = yield Get(depth)
+        below = yield level(f"level {depth}", chain_of(depth - 1, bottom))
+        return got, below
+
+    def op_bottom() -> Gen:
+        return (yield [Get(7), Get(8)])
+
+    def failing_bottom() -> Gen:
+        yield Get(1)
+        raise LookupError("at the bottom")
+
+    def caught_below() -> Gen:
+        try:
+            return (yield level("thrower", failing_bottom()))
+        except LookupError as exc:
+            return f"caught {exc}", (yield Get(3))
+
+    def interrupted_bottom() -> Gen:
+        yield Get(1)
+        return (yield Boom("interrupt"))
+
+    def cached_bottom() -> Gen:
+        first = yield Cached(5)
+        return first, (yield Get(first))
+
+    def finished_child() -> Gen:
+        done = child(1)
+        first = yield done
+        return first, (yield done)  # a finished generator, yielded again
+
+    def genexpr_child() -> Gen:
+        return (yield (Get(k) for k in range(2)))
+
     table: dict[str, Callable[[], Gen]] = {
+        "a chain": lambda: chain_of(3, op_bottom),
+        "a chain that fails at the bottom": lambda: chain_of(2, failing_bottom),
+        "a failure caught a level up": caught_below,
+        "a chain interrupted at the bottom": lambda: chain_of(2, interrupted_bottom),
+        "a chain handed over at the bottom": lambda: chain_of(2, cached_bottom),
+        "a finished child yielded again": finished_child,
+        "a generator expression yielded": genexpr_child,
         "a list": a_list,
         "a list with failures, caught": list_failing(True),
         "a list with failures": list_failing(False),
@@ -371,6 +420,18 @@ def test_what_the_scenarios_give() -> None:
         ("Dedupe", [1, 2]), ("finally", "a list of a dedupe class")])
     assert run("a list reordered by run_batch")[0] == ("value", ["r1", "r2", "r3"])
     assert run("an empty list")[0] == ("value", ([], [10]))
+    assert run("a chain") == (("value", (6, (4, (2, [14, 16])))), [
+        ("Get", [3]), ("Get", [2]), ("Get", [1]), ("Get", [7, 8]), ("finally", "bottom"),
+        ("finally", "level 1"), ("finally", "level 2"), ("finally", "level 3"),
+        ("finally", "a chain")])
+    assert run("a failure caught a level up")[0] == ("value", ("caught at the bottom", 6))
+    interrupted = run("a chain interrupted at the bottom")
+    assert interrupted[0][:2] == ("raised", "KeyboardInterrupt")
+    assert interrupted[1][-4:] == [("finally", "bottom"), ("finally", "level 1"),
+                                   ("finally", "level 2"),
+                                   ("finally", "a chain interrupted at the bottom")]
+    assert run("a finished child yielded again")[0][:2] == ("raised", "GeneratorReusedError")
+    assert run("a generator expression yielded")[0][:2] == ("raised", "YieldTypeError")
 
 
 def test_a_plain_chain_makes_no_core(monkeypatch: pytest.MonkeyPatch) -> None:
