@@ -69,11 +69,11 @@ def execute(x: Any, *, cache: OperationCache | None = None, trace: Trace | None 
     for the whole execution (raises ``TimeoutError`` after closing every
     generator; checked between rounds, and while waiting on worker threads).
 
-    With no options, a root that yields one operation at a time (a typical
-    request) runs on a short path that sends each operation as the executor
-    would, with none of its bookkeeping; the first yield of anything else
-    hands the generator to the full executor, so nothing a user can observe
-    differs.
+    With no options, a root that yields operations (one at a time, or a list
+    of one class) and sub-generators that do the same (a typical request)
+    runs on a short path that sends each round's call as the executor would,
+    with none of its bookkeeping; the first yield of anything else hands the
+    generators to the full executor, so nothing a user can observe differs.
 
     >>> import batch
     >>> def gen_sum(a, b):
