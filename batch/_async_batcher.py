@@ -20,7 +20,6 @@ from ._dispatch import Call
 from ._errors import batcher_closed_error, batcher_no_loop_error, batcher_other_loop_error
 from ._operation import BatchableOperation
 from ._schedule import Schedule, Structure, awaited, check_limit, check_root
-from ._tasks import Root
 from ._trace import Trace
 
 __all__ = ["AsyncBatcher"]
@@ -42,24 +41,17 @@ def _outcome_of(waiting: asyncio.Future[Any]) -> tuple[Any, BaseException | None
 
 
 
-def _set_outcome(fut: asyncio.Future[Any], root: Root) -> None:
-    if root.failed:
-        fut.set_exception(root.value)
-    else:
-        fut.set_result(root.value)
-
-
 class _Pending(asyncio.Future[Any]):
-    """The future ``AsyncBatcher.run`` returns: cancelling it withdraws its root.
+    """The future ``AsyncBatcher.run`` returns, and its root's end point in the core.
 
-    Made with ``_Pending(loop=loop)`` and its two slots set after: a Python
-    ``__init__`` calling the C one costs three times as much (measured),
-    and a batcher makes one per caller.
+    The core resolves it (:meth:`resolve`); cancelling it withdraws the
+    root.  Made with ``_Pending(loop=loop)`` and its slot set after: a
+    Python ``__init__`` calling the C one costs three times as much
+    (measured), and a batcher makes one per caller.
     """
 
-    __slots__ = ("_batcher", "_root")
-    _batcher: AsyncBatcher | None
-    _root: Root
+    __slots__ = ("_batcher",)
+    _batcher: AsyncBatcher | None  # None once resolved, withdrawn or failed
 
     def cancel(self, msg: Any | None = None) -> bool:
         """Cancel the call: closes its generators, withdraws its unsent operations."""
@@ -68,8 +60,21 @@ class _Pending(asyncio.Future[Any]):
         batcher = self._batcher
         if batcher is not None:
             self._batcher = None
-            batcher._withdraw(self._root)
+            batcher._withdraw(self)
         return True
+
+    def resolve(self, value: Any, failed: bool) -> tuple[()]:
+        """The root's outcome (the core calls it, as it calls ``Root.resolve``)."""
+        batcher = self._batcher
+        if batcher is not None:
+            self._batcher = None
+            batcher._futures.pop(self, None)
+        if not self.done():
+            if failed:
+                self.set_exception(value)
+            else:
+                self.set_result(value)
+        return ()
 
 
 class AsyncBatcher:
@@ -112,11 +117,11 @@ class AsyncBatcher:
         self._timer_at = 0.0
         self._flush = False
         self._closed = False
-        self._live = 0  # roots not finished
         self._running = 0  # calls in flight
         self._tasks: set[asyncio.Future[Any]] = set()
         self._drained: asyncio.Future[None] | None = None
-        self._futures: dict[Root, asyncio.Future[Any]] = {}
+        # The callers whose roots have not finished (a dict as an ordered set).
+        self._futures: dict[_Pending, None] = {}
 
     def _bind(self, what: str) -> asyncio.AbstractEventLoop:
         try:
@@ -154,28 +159,24 @@ class AsyncBatcher:
         if self._closed:
             raise batcher_closed_error("AsyncBatcher.run()", "AsyncBatcher")
         core = self._core
-        if isinstance(x, BatchableOperation):
-            root = Root(False, self._settle)
-            core.add_operation(x, root)
-        else:
-            root = core.add_root(x, False, self._settle)
         fut = _Pending(loop=loop)
         fut._batcher = self
-        fut._root = root
-        if root.done:  # answered at once (a cache hit)
-            _set_outcome(fut, root)
+        if isinstance(x, BatchableOperation):
+            core.add_operation(x, fut)
+        else:
+            core.add_root_to(x, fut)
+        if fut._batcher is None:  # answered at once (a cache hit): resolved already
             return fut
-        self._futures[root] = fut
-        self._live += 1
+        self._futures[fut] = None
         if self._tick_handle is None:
             self._tick_handle = loop.call_soon(self._tick, context=self._context)
         return fut
 
-    def _withdraw(self, root: Root) -> None:
+    def _withdraw(self, fut: _Pending) -> None:
         """A caller cancelled its future: close its tree, withdraw its unsent operations."""
-        if not root.done and self._futures.pop(root, None) is not None:
-            self._live -= 1
-            self._core.withdraw([root])
+        if fut in self._futures:
+            del self._futures[fut]
+            self._core.withdraw([fut])
             self._schedule.forget_missing(self._core.groups)
             self._check_drained()
 
@@ -189,7 +190,7 @@ class AsyncBatcher:
         """Stop intake; return once everything run before has finished (sends all at once)."""
         loop = self._bind("aclose()")
         self._closed = True
-        if self._live or self._running:
+        if self._futures or self._running:
             if self._drained is None:
                 self._drained = loop.create_future()
             self._kick(loop)
@@ -205,14 +206,6 @@ class AsyncBatcher:
         await self.aclose()
 
     # -- the driver (callbacks of the loop) ------------------------------------------------
-
-    def _settle(self, root: Root) -> None:
-        fut = self._futures.pop(root, None)
-        if fut is None:
-            return
-        self._live -= 1
-        if not fut.done():
-            _set_outcome(fut, root)
 
     def _kick(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._tick_handle is None:
@@ -320,19 +313,19 @@ class AsyncBatcher:
 
     def _check_drained(self) -> None:
         drained = self._drained
-        if drained is not None and not self._live and not self._running and not drained.done():
+        if drained is not None and not self._futures and not self._running and not drained.done():
             drained.set_result(None)
 
     def _fail_all(self, exc: BaseException) -> None:
         """The driver cannot go on: every caller gets ``exc``; no more runs."""
         self._closed = True
         self._core.abort(exc)
-        futures = list(self._futures.values())
+        futures = list(self._futures)
         self._futures.clear()
-        self._live = 0
         for task in list(self._tasks):
             task.cancel()
         for fut in futures:
+            fut._batcher = None
             if not fut.done():
                 fut.set_exception(exc)
         self._check_drained()

@@ -275,6 +275,18 @@ class Core:
         result to its own caller.  Raises ``TypeError`` for anything that
         cannot be a root.
         """
+        root = Root(raise_at_once, on_done)
+        self.add_root_to(x, root)
+        return root
+
+    def add_root_to(self, x: Any, end: Any) -> None:
+        """Queue ``x`` as a root whose result goes to ``end.resolve(value, failed)``.
+
+        ``end`` is an end point, as a :class:`Root` is (a batcher's future,
+        say); ``withdraw`` takes it as the root.  It may be resolved before
+        this returns (a structure answered at once).  Raises as
+        :meth:`add_root` does.
+        """
         if type(x) is GeneratorType:
             if x.gi_suspended or x.gi_frame is None or x.gi_running:
                 raise root_twice_error(x) if self._seen_root(x) else root_started_error(x)
@@ -292,12 +304,10 @@ class Core:
             gen = root_gen(x)
         else:
             raise root_type_error(x)
-        root = Root(raise_at_once, on_done)
-        task = [gen, contextvars.copy_context(), None, root, 0, None, SEND, 0]
+        task = [gen, contextvars.copy_context(), None, end, 0, None, SEND, 0]
         self.live[gen] = task
         self.unstarted = True
         self.woken.append(task)
-        return root
 
     def adopt_root(self, gen: Any, ctx: contextvars.Context, y: Any, rounds: int,
                    stack: list[Any] | None = None) -> Root:
