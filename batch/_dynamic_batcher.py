@@ -27,7 +27,6 @@ from ._dispatch import Call
 from ._errors import batcher_closed_error, batcher_own_thread_error
 from ._operation import BatchableOperation
 from ._schedule import Schedule, Structure, awaited, check_limit, check_root, short_root
-from ._tasks import Root
 from ._trace import Trace
 
 __all__ = ["DynamicBatcher"]
@@ -102,10 +101,7 @@ class _Future(concurrent.futures.Future[Any]):
         self._result: Any = None
         self._exception: BaseException | None = None
         self._cond: threading.Condition | None = None
-        self._batcher: DynamicBatcher | None = batcher
-        # Set by the driver thread when the root is added: what withdraw() takes
-        # (a Root, or this future for a single operation).
-        self._root: Any = None
+        self._batcher: DynamicBatcher | None = batcher  # None once resolved
         self._cancelled = False  # read without the future's lock by the driver
         self._x: Any = None
         self._ctx: contextvars.Context | None = None
@@ -169,7 +165,7 @@ class _Future(concurrent.futures.Future[Any]):
     def resolve(self, value: Any, failed: bool) -> tuple[()]:
         """The root finished (driver thread): give the caller its result.
 
-        The future is the end point of a single-operation root itself.
+        The future is its root's end point in the core.
         """
         batcher = self._batcher
         if batcher is not None:
@@ -184,10 +180,6 @@ class _Future(concurrent.futures.Future[Any]):
             pass  # cancelled meanwhile: nobody wants it
         return ()
 
-    def _settle(self, root: Root) -> None:
-        """A generator or structure root finished (its ``on_done``)."""
-        self.resolve(root.value, root.failed)
-
 
 class _Waiter:
     """A blocking ``run()`` caller: a lock the driver releases once the root is done.
@@ -197,7 +189,7 @@ class _Waiter:
     :class:`_Future`.
     """
 
-    __slots__ = ("lock", "value", "failed", "_batcher", "_root", "_cancelled", "_x", "_ctx", "_at")
+    __slots__ = ("lock", "value", "failed", "_batcher", "_cancelled", "_x", "_ctx", "_at")
 
     def __init__(self, batcher: DynamicBatcher) -> None:
         self.lock = _allocate_lock()
@@ -205,7 +197,6 @@ class _Waiter:
         self.value: Any = None
         self.failed = False
         self._batcher: DynamicBatcher | None = batcher
-        self._root: Any = None
         self._cancelled = False
         self._x: Any = None
         self._ctx: contextvars.Context | None = None
@@ -227,9 +218,6 @@ class _Waiter:
         self.failed = failed
         self.lock.release()
         return ()
-
-    def _settle(self, root: Root) -> None:
-        self.resolve(root.value, root.failed)
 
 
 class DynamicBatcher:
@@ -521,16 +509,15 @@ class DynamicBatcher:
                     born = submitted
                 try:
                     ctx = fut._ctx
+                    # The caller's future (or waiter) is its root's end point.
                     if ctx is None:
                         if not add_operation(x, fut):
                             continue  # answered at once (a cache hit): settled already
-                        fut._root = fut
                     else:
                         fut._ctx = None
-                        root = ctx.run(core.add_root, x, False, fut._settle)
-                        if root.done:
-                            continue
-                        fut._root = root
+                        ctx.run(core.add_root_to, x, fut)
+                        if fut._batcher is None:
+                            continue  # answered at once: resolve() ran already
                 except Exception as err:
                     fut.resolve(err, True)  # the root could not run
                     continue
@@ -543,7 +530,7 @@ class DynamicBatcher:
                 fut = message[1]
                 if fut in live:  # added and not settled (settling takes it out)
                     del live[fut]
-                    cancelled.append(fut._root)
+                    cancelled.append(fut)
         return cancelled, born
 
     def _notify(self) -> None:
