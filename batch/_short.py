@@ -55,8 +55,9 @@ from ._dispatch import ENCLOSING, log
 from ._drivers import drive, drive_async
 from ._errors import BatchSettingError
 from ._grouping import op_info
-from ._operation import BatchableOperation
+from ._operation import BatchableOperation, OpInfo
 from ._stepping import explain_attribute_error
+from ._tasks import Root
 
 __all__ = ["execute_async_short", "execute_short", "takes_short_path"]
 
@@ -74,8 +75,8 @@ def takes_short_path(x: Any) -> bool:
             and not ENCLOSING.get() and not log.isEnabledFor(_DEBUG))
 
 
-def _run_batch_of(cls: type, blocking_ok: bool) -> Any:
-    """``cls.run_batch`` if the short path may send operations of ``cls``, else None.
+def _sendable(cls: type, blocking_ok: bool) -> OpInfo | None:
+    """How the executor treats ``cls``, if the short path may send its operations, else None.
 
     A fast-path class (see the module docstring); with ``blocking_ok``
     False (``execute_async``), not a ``blocking`` one.
@@ -88,11 +89,11 @@ def _run_batch_of(cls: type, blocking_ok: bool) -> Any:
         return None  # the core fails the operation with it
     if not info.fast or info.max_cost is not None or (info.blocking and not blocking_ok):
         return None
-    return cls.run_batch
+    return info
 
 
-def _structure_run_batch(y: list[Any] | tuple[Any, ...], blocking_ok: bool) -> Any:
-    """:func:`_run_batch_of` for a yielded list or tuple, sent whole, or None.
+def _sendable_structure(y: list[Any] | tuple[Any, ...], blocking_ok: bool) -> OpInfo | None:
+    """:func:`_sendable` for a yielded list or tuple, sent whole in one call.
 
     Its operations must all be of one class, fit in one call (no longer
     than ``max_batch_size``) and not be ``dedupe`` (the core would merge
@@ -100,14 +101,10 @@ def _structure_run_batch(y: list[Any] | tuple[Any, ...], blocking_ok: bool) -> A
     """
     if not y or len(set(map(type, y))) != 1:
         return None
-    cls = y[0].__class__
-    run_batch = _run_batch_of(cls, blocking_ok)
-    if run_batch is None:
+    info = _sendable(y[0].__class__, blocking_ok)
+    if info is None or info.dedupe or (info.max_size is not None and len(y) > info.max_size):
         return None
-    info = op_info(cls)
-    if info.dedupe or (info.max_size is not None and len(y) > info.max_size):
-        return None
-    return run_batch
+    return info
 
 
 def _structure_value(y: list[Any] | tuple[Any, ...], sent: list[Any], result: Any) -> Any:
@@ -172,8 +169,8 @@ def execute_short(gen: Any) -> Any:
                 resume = _send
                 continue
             one = y.__class__ is not list and y.__class__ is not tuple
-            run_batch = _run_batch_of(y.__class__, True) if one else _structure_run_batch(y, True)
-            if run_batch is None:
+            info = _sendable(y.__class__, True) if one else _sendable_structure(y, True)
+            if info is None:
                 handed = True
                 core = Core(plain=True)
                 root = core.adopt_root(gen, ctx, y, rounds, stack)
@@ -183,7 +180,7 @@ def execute_short(gen: Any) -> Any:
             sent = [y] if one else list(y)
             rounds += 1
             try:
-                result = _copy_context().run(run_batch, sent)
+                result = _copy_context().run(info.cls.run_batch, sent)
             except BaseException as exc:
                 handed = True
                 return _complete_in_core(gen, ctx, y, rounds, sent, None, exc, stack)
@@ -210,6 +207,16 @@ def execute_short(gen: Any) -> Any:
 
 def _complete_in_core(gen: Any, ctx: contextvars.Context, y: Any, rounds: int, sent: list[Any],
                       result: Any, exc: BaseException | None, stack: list[Any]) -> Any:
+    core, root = _core_with_outcome(gen, ctx, y, rounds, sent, result, exc, stack)
+    del result, exc, sent, y
+    drive(core, None, None)
+    return root.value
+
+
+def _core_with_outcome(gen: Any, ctx: contextvars.Context, y: Any, rounds: int,
+                       sent: list[Any], result: Any, exc: BaseException | None,
+                       stack: list[Any]) -> tuple[Core, Root]:
+    """A core that took the chain over, with the outcome of the call the short path made."""
     core = Core(plain=True)
     root, call = core.adopt_call(gen, ctx, y, rounds, sent, stack)
     try:
@@ -217,9 +224,7 @@ def _complete_in_core(gen: Any, ctx: contextvars.Context, y: Any, rounds: int, s
     except BaseException as err:  # KeyboardInterrupt and friends: as drive() does
         core.abort(err)
         raise
-    del result, exc, call, sent, y
-    drive(core, None, None)
-    return root.value
+    return core, root
 
 
 def _abort(gen: Any, ctx: contextvars.Context, rounds: int, exc: BaseException,
@@ -293,8 +298,8 @@ async def execute_async_short(gen: Any) -> Any:
                 resume = _send
                 continue
             one = y.__class__ is not list and y.__class__ is not tuple
-            run_batch = _run_batch_of(y.__class__, False) if one else _structure_run_batch(y, False)
-            if run_batch is None:
+            info = _sendable(y.__class__, False) if one else _sendable_structure(y, False)
+            if info is None:
                 handed = True
                 core = Core(plain=True)
                 root = core.adopt_root(gen, ctx, y, rounds, stack)
@@ -307,7 +312,7 @@ async def execute_async_short(gen: Any) -> Any:
             rounds += 1
             call_ctx = _copy_context()
             try:
-                result = call_ctx.run(run_batch, sent)
+                result = call_ctx.run(info.cls.run_batch, sent)
             except BaseException as exc:
                 handed = True
                 return await _complete_in_core_async(gen, ctx, y, rounds, sent, call_ctx, None, exc,
@@ -337,20 +342,16 @@ async def execute_async_short(gen: Any) -> Any:
 async def _complete_in_core_async(gen: Any, ctx: contextvars.Context, y: Any, rounds: int,
                                   sent: list[Any], call_ctx: contextvars.Context, result: Any,
                                   exc: BaseException | None, stack: list[Any]) -> Any:
-    core = Core(plain=True)
-    root, call = core.adopt_call(gen, ctx, y, rounds, sent, stack)
-    del y, sent
     if exc is None and result.__class__ is not list and inspect.isawaitable(result):
         # An async run_batch: awaited by the driver (in the context it was
         # made in), as its first round's call.
+        core = Core(plain=True)
+        root, call = core.adopt_call(gen, ctx, y, rounds, sent, stack)
+        del y, sent
         call.ctx = call_ctx
         await drive_async(core, None, None, first=(call, result))
         return root.value
-    try:
-        core.complete(call, result, exc)
-    except BaseException as err:
-        core.abort(err)
-        raise
-    del result, exc, call
+    core, root = _core_with_outcome(gen, ctx, y, rounds, sent, result, exc, stack)
+    del result, exc, sent, y
     await drive_async(core, None, None)
     return root.value
