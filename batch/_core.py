@@ -264,18 +264,16 @@ class Core:
 
     # -- roots -------------------------------------------------------------------
 
-    def add_root(self, x: Any, raise_at_once: bool = True,
-                 on_done: Callable[[Root], None] | None = None) -> Root:
+    def add_root(self, x: Any, raise_at_once: bool = True) -> Root:
         """Queue ``x`` (a generator, operation or structure) as a root.
 
         Its result lands in the returned :class:`Root`.  With
-        ``raise_at_once`` (and no ``on_done``), a failure stops the execution
-        (``step()`` raises ``RootFailure``); ``on_done(root)`` is called
-        when the root finishes instead, for drivers that hand each root's
-        result to its own caller.  Raises ``TypeError`` for anything that
-        cannot be a root.
+        ``raise_at_once``, a failure stops the execution (``step()`` raises
+        ``RootFailure``).  A driver that hands each root's result to its own
+        caller gives an end point of its own instead (:meth:`add_root_to`).
+        Raises ``TypeError`` for anything that cannot be a root.
         """
-        root = Root(raise_at_once, on_done)
+        root = Root(raise_at_once)
         self.add_root_to(x, root)
         return root
 

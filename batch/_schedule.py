@@ -10,8 +10,9 @@ to its ``run_batch`` in one call.  What a batcher adds to a plain driver:
 
 - **Roots arrive at any time.**  Each one is added between steps, in a copy
   of its caller's context (taken at submit), with an end point that hands
-  its result or exception to that caller alone (an ``on_done`` callback; a
-  single operation joins its group directly, ``Core.add_operation``).
+  its result or exception to that caller alone (the caller's future itself,
+  ``Core.add_root_to``; a single operation joins its group directly,
+  ``Core.add_operation``).
 - **It chooses which queued groups to take, and when** (:class:`Schedule`):
   a group goes when it has waited ``max_delay`` since it was first seen,
   at once when it holds ``max_batch_size`` operations, or on ``flush()``;

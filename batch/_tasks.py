@@ -21,7 +21,7 @@ A waiter (the ``sink`` of a task, or the target of an operation) is one of:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from operator import itemgetter
 from typing import Any, Final
 
@@ -179,25 +179,22 @@ class RootFailure(BaseException):
 class Root:
     """Where a root's result lands; ``done`` once it has one."""
 
-    __slots__ = ("value", "failed", "done", "raise_at_once", "on_done")
+    __slots__ = ("value", "failed", "done", "raise_at_once")
 
-    def __init__(self, raise_at_once: bool, on_done: Callable[[Root], None] | None = None) -> None:
+    def __init__(self, raise_at_once: bool) -> None:
         self.value: Any = None
         self.failed = False
         self.done = False
         self.raise_at_once = raise_at_once
-        self.on_done = on_done  # a driver's callback (a batcher resolves its caller's future)
 
     def resolve(self, value: Any, failed: bool) -> Iterable[tuple[Any, int, Any, bool]]:
         self.failed = failed
         self.done = True
-        if self.on_done is None and failed and self.raise_at_once:
+        if failed and self.raise_at_once:
             # Not kept here: the caller's frame holds this root, and the
             # exception's traceback holds that frame.
             raise RootFailure(value)
         self.value = value
-        if self.on_done is not None:
-            self.on_done(self)
         return ()
 
 
