@@ -365,7 +365,9 @@ class Core:
             for brood in self.broods.values():
                 for task in brood:
                     gen = task[GEN]
-                    if gen is not None and gen.gi_frame is not None:  # not finished
+                    # Not finished, or its top finished (a BaseException out of
+                    # it) with generators below still open.
+                    if gen is not None and (gen.gi_frame is not None or task[STACK]):
                         tasks.append(task)
         return tasks
 

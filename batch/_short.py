@@ -134,7 +134,7 @@ def execute_short(gen: Any) -> Any:
     # parent, as in a core's task): [root, its ctx, child, its ctx, ...].
     stack: list[Any] = []
     rounds = 0
-    handed = False
+    core: Core | None = None  # the core the chain was handed to
     try:
         while True:
             try:
@@ -144,8 +144,9 @@ def execute_short(gen: Any) -> Any:
                     return stop.value
                 value = stop.value  # to the parent
                 resume = _send
-                ctx = stack.pop()
-                gen = stack.pop()
+                gen = stack[-2]
+                ctx = stack[-1]
+                del stack[-2:]
                 continue
             except Exception as exc:
                 failure = exc if exc.__class__ is not AttributeError else (
@@ -154,16 +155,16 @@ def execute_short(gen: Any) -> Any:
                     break
                 value = failure  # thrown into the parent
                 resume = _throw
-                ctx = stack.pop()
-                gen = stack.pop()
+                gen = stack[-2]
+                ctx = stack[-1]
+                del stack[-2:]
                 continue
             value = None  # the generator has it: do not keep it alive
             if y.__class__ is GeneratorType and (
                     not y.gi_suspended and y.gi_frame is not None and y.__name__ != "<genexpr>"):
                 # A fresh sub-generator: it runs on top, in a copy of the context
                 # (anything else about it is the core's to refuse).
-                stack.append(gen)
-                stack.append(ctx)
+                stack += (gen, ctx)
                 gen = y
                 ctx = ctx.copy()
                 resume = _send
@@ -171,7 +172,6 @@ def execute_short(gen: Any) -> Any:
             one = y.__class__ is not list and y.__class__ is not tuple
             info = _sendable(y.__class__, True) if one else _sendable_structure(y, True)
             if info is None:
-                handed = True
                 core = Core(plain=True)
                 root = core.adopt_root(gen, ctx, y, rounds, stack)
                 del y
@@ -182,8 +182,8 @@ def execute_short(gen: Any) -> Any:
             try:
                 result = _copy_context().run(info.cls.run_batch, sent)
             except BaseException as exc:
-                handed = True
-                return _complete_in_core(gen, ctx, y, rounds, sent, None, exc, stack)
+                core = Core(plain=True)
+                return _complete_in_core(core, gen, ctx, y, rounds, sent, None, exc, stack)
             if one:
                 if result.__class__ is list and len(result) == 1 and len(sent) == 1 and sent[0] is y:
                     value = result[0]
@@ -196,41 +196,48 @@ def execute_short(gen: Any) -> Any:
                     resume = _send
                     del result, y, sent
                     continue
-            handed = True
-            return _complete_in_core(gen, ctx, y, rounds, sent, result, None, stack)
+            core = Core(plain=True)
+            return _complete_in_core(core, gen, ctx, y, rounds, sent, result, None, stack)
     except BaseException as exc:
-        if not handed:
-            _abort(gen, ctx, rounds, exc, stack)
+        _abort(core, gen, ctx, rounds, exc, stack)
         raise
     _conclude(rounds, failure)
 
 
-def _complete_in_core(gen: Any, ctx: contextvars.Context, y: Any, rounds: int, sent: list[Any],
-                      result: Any, exc: BaseException | None, stack: list[Any]) -> Any:
-    core, root = _core_with_outcome(gen, ctx, y, rounds, sent, result, exc, stack)
+def _complete_in_core(core: Core, gen: Any, ctx: contextvars.Context, y: Any, rounds: int,
+                      sent: list[Any], result: Any, exc: BaseException | None,
+                      stack: list[Any]) -> Any:
+    root = _take_outcome(core, gen, ctx, y, rounds, sent, result, exc, stack)
     del result, exc, sent, y
     drive(core, None, None)
     return root.value
 
 
-def _core_with_outcome(gen: Any, ctx: contextvars.Context, y: Any, rounds: int,
-                       sent: list[Any], result: Any, exc: BaseException | None,
-                       stack: list[Any]) -> tuple[Core, Root]:
-    """A core that took the chain over, with the outcome of the call the short path made."""
-    core = Core(plain=True)
+def _take_outcome(core: Core, gen: Any, ctx: contextvars.Context, y: Any, rounds: int,
+                  sent: list[Any], result: Any, exc: BaseException | None,
+                  stack: list[Any]) -> Root:
+    """``core`` takes the chain over, with the outcome of the call the short path made."""
     root, call = core.adopt_call(gen, ctx, y, rounds, sent, stack)
-    try:
-        core.complete(call, result, exc)
-    except BaseException as err:  # KeyboardInterrupt and friends: as drive() does
-        core.abort(err)
-        raise
-    return core, root
+    core.complete(call, result, exc)
+    return root
 
 
-def _abort(gen: Any, ctx: contextvars.Context, rounds: int, exc: BaseException,
-           stack: list[Any]) -> None:
-    """A BaseException reached the short path: close the generators, note the rounds (``Core.abort``)."""
-    core = Core(plain=True)
+def _abort(core: Core | None, gen: Any, ctx: contextvars.Context, rounds: int,
+           exc: BaseException, stack: list[Any]) -> None:
+    """A BaseException reached the short path: close the generators, note the rounds (``Core.abort``).
+
+    Wherever it arrived: before a hand-over, during one (``core`` not
+    holding the chain yet), or in ``core``'s hands, before or after its
+    driver's own ``abort`` (which makes this one a no-op).
+    """
+    if core is not None:
+        if core.closed:
+            return
+        if core.live or core.broods:  # it holds the chain, or what is left of it
+            core.abort(exc)
+            return
+        rounds = max(rounds, core.rounds)
+    core = Core(plain=True)  # the chain is still the short path's (or has ended)
     if gen.gi_suspended or stack:
         core.adopt_root(gen, ctx, None, rounds, stack)
     else:
@@ -263,7 +270,7 @@ async def execute_async_short(gen: Any) -> Any:
     # parent, as in a core's task): [root, its ctx, child, its ctx, ...].
     stack: list[Any] = []
     rounds = 0
-    handed = False
+    core: Core | None = None  # the core the chain was handed to
     try:
         while True:
             try:
@@ -273,8 +280,9 @@ async def execute_async_short(gen: Any) -> Any:
                     return stop.value
                 value = stop.value  # to the parent
                 resume = _send
-                ctx = stack.pop()
-                gen = stack.pop()
+                gen = stack[-2]
+                ctx = stack[-1]
+                del stack[-2:]
                 continue
             except Exception as exc:
                 failure = exc if exc.__class__ is not AttributeError else (
@@ -283,16 +291,16 @@ async def execute_async_short(gen: Any) -> Any:
                     break
                 value = failure  # thrown into the parent
                 resume = _throw
-                ctx = stack.pop()
-                gen = stack.pop()
+                gen = stack[-2]
+                ctx = stack[-1]
+                del stack[-2:]
                 continue
             value = None  # the generator has it: do not keep it alive
             if y.__class__ is GeneratorType and (
                     not y.gi_suspended and y.gi_frame is not None and y.__name__ != "<genexpr>"):
                 # A fresh sub-generator: it runs on top, in a copy of the context
                 # (anything else about it is the core's to refuse).
-                stack.append(gen)
-                stack.append(ctx)
+                stack += (gen, ctx)
                 gen = y
                 ctx = ctx.copy()
                 resume = _send
@@ -300,7 +308,6 @@ async def execute_async_short(gen: Any) -> Any:
             one = y.__class__ is not list and y.__class__ is not tuple
             info = _sendable(y.__class__, False) if one else _sendable_structure(y, False)
             if info is None:
-                handed = True
                 core = Core(plain=True)
                 root = core.adopt_root(gen, ctx, y, rounds, stack)
                 del y
@@ -314,9 +321,9 @@ async def execute_async_short(gen: Any) -> Any:
             try:
                 result = call_ctx.run(info.cls.run_batch, sent)
             except BaseException as exc:
-                handed = True
-                return await _complete_in_core_async(gen, ctx, y, rounds, sent, call_ctx, None, exc,
-                                                     stack)
+                core = Core(plain=True)
+                return await _complete_in_core_async(core, gen, ctx, y, rounds, sent, call_ctx, None,
+                                                     exc, stack)
             if one:
                 if result.__class__ is list and len(result) == 1 and len(sent) == 1 and sent[0] is y:
                     value = result[0]
@@ -329,29 +336,28 @@ async def execute_async_short(gen: Any) -> Any:
                     resume = _send
                     del result, y, sent
                     continue
-            handed = True
-            return await _complete_in_core_async(gen, ctx, y, rounds, sent, call_ctx, result, None,
-                                                 stack)
+            core = Core(plain=True)
+            return await _complete_in_core_async(core, gen, ctx, y, rounds, sent, call_ctx, result,
+                                                 None, stack)
     except BaseException as exc:
-        if not handed:
-            _abort(gen, ctx, rounds, exc, stack)
+        _abort(core, gen, ctx, rounds, exc, stack)
         raise
     _conclude(rounds, failure)
 
 
-async def _complete_in_core_async(gen: Any, ctx: contextvars.Context, y: Any, rounds: int,
-                                  sent: list[Any], call_ctx: contextvars.Context, result: Any,
-                                  exc: BaseException | None, stack: list[Any]) -> Any:
+async def _complete_in_core_async(core: Core, gen: Any, ctx: contextvars.Context, y: Any,
+                                  rounds: int, sent: list[Any], call_ctx: contextvars.Context,
+                                  result: Any, exc: BaseException | None,
+                                  stack: list[Any]) -> Any:
     if exc is None and result.__class__ is not list and inspect.isawaitable(result):
         # An async run_batch: awaited by the driver (in the context it was
         # made in), as its first round's call.
-        core = Core(plain=True)
         root, call = core.adopt_call(gen, ctx, y, rounds, sent, stack)
         del y, sent
         call.ctx = call_ctx
         await drive_async(core, None, None, first=(call, result))
         return root.value
-    core, root = _core_with_outcome(gen, ctx, y, rounds, sent, result, exc, stack)
+    root = _take_outcome(core, gen, ctx, y, rounds, sent, result, exc, stack)
     del result, exc, sent, y
     await drive_async(core, None, None)
     return root.value
