@@ -820,8 +820,25 @@ def _run_async(coro: Any) -> Any:
         loop.close()
 
 
+def _run_batcher(node: Callable[[int, bool], Gen]) -> Any:
+    """Three callers of one AsyncBatcher, under asyncio.run's rules (cancel what is left)."""
+
+    async def main() -> Any:
+        batcher = batch.AsyncBatcher()
+        return await asyncio.gather(*(batcher.run(node(2, True)) for _ in range(3)))
+
+    tracer = sys.gettrace()
+    sys.settrace(None)
+    runner = asyncio.Runner()  # (its loop is made untraced)
+    sys.settrace(tracer)
+    try:
+        return runner.run(main())
+    finally:
+        runner.close()
+
+
 @pytest.mark.parametrize("how", ["execute", "execute timeout", "execute_many", "execute_async",
-                                 "execute_async timeout"])
+                                 "execute_async timeout", "AsyncBatcher"])
 def test_an_interrupt_at_any_call_leaves_no_generator_open(how: str) -> None:
     # The soak above once hit such a moment in CI (1 run of 299: the short
     # path handing its chain to a core); this visits every one.  It also found
@@ -838,6 +855,8 @@ def test_an_interrupt_at_any_call_leaves_no_generator_open(how: str) -> None:
         "execute_async": lambda: _run_async(batch.execute_async(node(2, True))),
         "execute_async timeout": lambda: _run_async(batch.execute_async(node(2, True),
                                                                         timeout=math.inf)),
+        # checked once asyncio.run has cancelled the callers left, as it does on Ctrl-C
+        "AsyncBatcher": lambda: _run_batcher(node),
     }[how]
     expected = run()
     assert state["open"] == 0
