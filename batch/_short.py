@@ -262,6 +262,12 @@ async def execute_async_short(gen: Any) -> Any:
     As :func:`execute_short`; an awaitable result, or a ``blocking`` class,
     goes to the core's asyncio driver.  Between two rounds the loop gets a
     turn, as the driver gives it.
+
+    The loop is :func:`execute_short`'s, written out again on purpose: keep
+    the two in step.  Shared through an object that keeps the chain between
+    rounds (tried: ``advance()`` and ``deliver()`` methods), a request of two
+    rounds cost 58.0k instructions instead of 48.6k (+19%; one sub-generator
+    and one round: +21%), the cost this path exists to remove.
     """
     ctx = _copy_context()
     resume: Any = _send  # or _throw: an Exception result fails its operation
