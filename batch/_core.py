@@ -893,39 +893,70 @@ class Core:
     # -- the end -----------------------------------------------------------------
 
     def abort(self, exc: BaseException | None) -> None:
-        """Close every live generator (innermost first) and forget queued work."""
+        """Close every live generator (innermost first) and forget queued work.
+
+        A ``KeyboardInterrupt`` (any ``BaseException``) that arrives meanwhile
+        does not cut it short: it is raised once every generator is closed
+        (the first one, if several).
+        """
         if self.closed:
             return
-        self.closed = True
-        tasks = closing_order(self._live_tasks(), self.building)
-        self.live.clear()
-        if self.broods:
-            self.broods.clear()
-        self._release_markers()
-        self.ready.clear()
-        self.woken.clear()
-        self.groups.clear()
-        for d in self.dispatching:
-            d.calls = []  # break the Dispatch <-> Call cycle (see _deliver)
-        self.dispatching.clear()
-        problems = close_tasks(tasks)
-        for shared in self.shared:
-            if shared._state == RUNNING and shared._owner is self:
-                shared._abandon(exc if exc is not None else BatchError("execution closed"))
-        self.shared.clear()
-        self._flush_cache_hits()
-        if exc is not None:
-            if self.trace is not None:
-                self.trace.error = exc
-                for record, _ in list((self._round_calls or {}).values()):
-                    self._round_done(record)
+        interrupted: BaseException | None = None
+        tasks: list[list[Any]] | None = None
+        while tasks is None:
             try:
-                exc.batch_rounds_completed = self.rounds  # type: ignore[attr-defined]
-                exc.add_note(f"batch: execution failed after {self.rounds} round(s)")
-                for p in problems:
-                    exc.add_note(f"batch: {p}")
-            except Exception:  # pragma: no cover  (exotic exception types)
-                pass
+                tasks = closing_order(self._live_tasks(), self.building)
+            except Exception:
+                raise
+            except BaseException as err:  # an interrupt: nothing is changed yet, again
+                interrupted = interrupted or err
+        self.closed = True
+        problems: list[str] = []
+        try:
+            self.live.clear()
+            if self.broods:
+                self.broods.clear()
+            self._release_markers()
+            self.ready.clear()
+            self.woken.clear()
+            self.groups.clear()
+            for d in self.dispatching:
+                d.calls = []  # break the Dispatch <-> Call cycle (see _deliver)
+            self.dispatching.clear()
+        except BaseException as err:  # raised after the closing below
+            interrupted = interrupted or err
+        while True:
+            try:
+                close_tasks(tasks, problems)  # (a task closed once is skipped after)
+                break
+            except Exception:
+                raise
+            except BaseException as err:
+                interrupted = interrupted or err
+        try:
+            for shared in self.shared:
+                if shared._state == RUNNING and shared._owner is self:
+                    shared._abandon(exc if exc is not None else BatchError("execution closed"))
+            self.shared.clear()
+            self._flush_cache_hits()
+            if exc is not None:
+                if self.trace is not None:
+                    self.trace.error = exc
+                    for record, _ in list((self._round_calls or {}).values()):
+                        self._round_done(record)
+                try:
+                    exc.batch_rounds_completed = self.rounds  # type: ignore[attr-defined]
+                    exc.add_note(f"batch: execution failed after {self.rounds} round(s)")
+                    for p in problems:
+                        exc.add_note(f"batch: {p}")
+                except Exception:  # pragma: no cover  (exotic exception types)
+                    pass
+        finally:
+            if interrupted is not None:
+                try:
+                    raise interrupted
+                finally:
+                    del interrupted
 
     def _release_markers(self) -> None:
         """Drop this execution's in-flight cache entries; their other waiters send them."""

@@ -205,6 +205,9 @@ def drive(core: Core, max_workers: int | None, timeout: float | None) -> None:
             driver.close()
     try:
         core.conclude(failure)
+    except BaseException as exc:  # an interrupt before conclude() closed everything
+        core.abort(exc)  # (a no-op once it has)
+        raise
     finally:
         # The traceback of a raised failure keeps this frame: without the
         # name, the frame does not keep the exception (a cycle only the GC frees).
@@ -245,6 +248,9 @@ async def drive_async(core: Core, max_concurrency: int | None, timeout: float | 
         raise
     try:
         core.conclude(failure)
+    except BaseException as exc:  # see drive()
+        core.abort(exc)
+        raise
     finally:
         del failure  # see drive()
 

@@ -96,9 +96,17 @@ def closing_order(tasks: list[list[Any]], held: tuple[Any, int] | None) -> list[
     return order
 
 
-def close_tasks(tasks: list[list[Any]]) -> list[str]:
-    """Close each task's generators, top of each chain first; what raised while closing."""
-    problems: list[str] = []
+def close_tasks(tasks: list[list[Any]], problems: list[str] | None = None) -> list[str]:
+    """Close each task's generators, top of each chain first; what raised while closing.
+
+    Appends to ``problems`` (a new list if None) and returns it.  A
+    ``BaseException`` that arrives while closing (a ``KeyboardInterrupt`` in a
+    ``finally`` block, or between two closes) is raised once every generator
+    has been closed: an interrupt never leaves the rest open.
+    """
+    if problems is None:
+        problems = []
+    interrupted: BaseException | None = None
     for task in tasks:
         flat = [*(task[STACK] or ()), task[GEN], task[CTX]]
         chain = list(zip(flat[-2::-2], flat[::-2]))
@@ -113,6 +121,14 @@ def close_tasks(tasks: list[list[Any]]) -> list[str]:
                     gen.close()
             except Exception as err:  # a finally block raised while closing
                 problems.append(f"closing {name_of(gen)} raised {type(err).__name__}: {err}")
+            except BaseException as err:  # an interrupt: close the rest first
+                if interrupted is None:
+                    interrupted = err
+    if interrupted is not None:
+        try:
+            raise interrupted
+        finally:
+            del interrupted  # (the traceback would keep this frame, and the frame it)
     return problems
 
 
