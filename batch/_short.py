@@ -144,9 +144,8 @@ def execute_short(gen: Any) -> Any:
                     return stop.value
                 value = stop.value  # to the parent
                 resume = _send
-                gen = stack[-2]
-                ctx = stack[-1]
-                del stack[-2:]
+                ctx = stack.pop()
+                gen = stack.pop()
                 continue
             except Exception as exc:
                 failure = exc if exc.__class__ is not AttributeError else (
@@ -155,16 +154,16 @@ def execute_short(gen: Any) -> Any:
                     break
                 value = failure  # thrown into the parent
                 resume = _throw
-                gen = stack[-2]
-                ctx = stack[-1]
-                del stack[-2:]
+                ctx = stack.pop()
+                gen = stack.pop()
                 continue
             value = None  # the generator has it: do not keep it alive
             if y.__class__ is GeneratorType and (
                     not y.gi_suspended and y.gi_frame is not None and y.__name__ != "<genexpr>"):
                 # A fresh sub-generator: it runs on top, in a copy of the context
                 # (anything else about it is the core's to refuse).
-                stack += (gen, ctx)
+                stack.append(gen)
+                stack.append(ctx)
                 gen = y
                 ctx = ctx.copy()
                 resume = _send
@@ -286,9 +285,8 @@ async def execute_async_short(gen: Any) -> Any:
                     return stop.value
                 value = stop.value  # to the parent
                 resume = _send
-                gen = stack[-2]
-                ctx = stack[-1]
-                del stack[-2:]
+                ctx = stack.pop()
+                gen = stack.pop()
                 continue
             except Exception as exc:
                 failure = exc if exc.__class__ is not AttributeError else (
@@ -297,16 +295,16 @@ async def execute_async_short(gen: Any) -> Any:
                     break
                 value = failure  # thrown into the parent
                 resume = _throw
-                gen = stack[-2]
-                ctx = stack[-1]
-                del stack[-2:]
+                ctx = stack.pop()
+                gen = stack.pop()
                 continue
             value = None  # the generator has it: do not keep it alive
             if y.__class__ is GeneratorType and (
                     not y.gi_suspended and y.gi_frame is not None and y.__name__ != "<genexpr>"):
                 # A fresh sub-generator: it runs on top, in a copy of the context
                 # (anything else about it is the core's to refuse).
-                stack += (gen, ctx)
+                stack.append(gen)
+                stack.append(ctx)
                 gen = y
                 ctx = ctx.copy()
                 resume = _send

@@ -147,12 +147,13 @@ def step(core: Any) -> None:
                         value = _reused(task, y)
                         resume = THROW
                         continue
-                    # The chain changes in steps with no call between them, so a
-                    # KeyboardInterrupt cannot leave it half-changed for abort().
+                    # An interrupt between two steps of a change to the chain
+                    # leaves it half-changed; close_tasks copes with that.
                     if stack is None:
                         stack = task[STACK] = [gen, ctx]
                     else:
-                        stack += (gen, ctx)
+                        stack.append(gen)
+                        stack.append(ctx)
                     gen = task[GEN] = y
                     ctx = task[CTX] = ctx.copy()
                     value = None
@@ -186,9 +187,8 @@ def step(core: Any) -> None:
             # ``gen`` finished: resume its parent in the same chain, or hand
             # the result to the task's waiter.
             if stack:
-                gen = task[GEN] = stack[-2]  # (no call: see above)
-                ctx = task[CTX] = stack[-1]
-                del stack[-2:]
+                ctx = task[CTX] = stack.pop()
+                gen = task[GEN] = stack.pop()
                 continue
             # The finished task is referenced by nothing else now but, for a
             # structure's child, its brood (see _tasks): it goes when

@@ -8,6 +8,7 @@ when it stopped.  Cycles are found by climbing from what can be waited on
 
 from __future__ import annotations
 
+from contextvars import Context
 from typing import Any
 
 from ._dispatch import Call
@@ -108,12 +109,20 @@ def close_tasks(tasks: list[list[Any]], problems: list[str] | None = None) -> li
         problems = []
     interrupted: BaseException | None = None
     for task in tasks:
-        flat = [*(task[STACK] or ()), task[GEN], task[CTX]]
-        chain = list(zip(flat[-2::-2], flat[::-2]))
+        # (generator, its context) pairs, top first.  The chain alternates
+        # generator and context, but an interrupt between the two steps of a
+        # push or a pop (see step) can leave one out: each generator is paired
+        # with the first context above it, which is its own or, for a
+        # generator that has ended, its parent's.
+        chain: list[tuple[Any, Any]] = []
+        ctx = None
+        for x in reversed([*(task[STACK] or ()), task[GEN], task[CTX]]):
+            if x.__class__ is Context:
+                ctx = x
+            elif x is not None:
+                chain.append((x, ctx))
         task[GEN] = task[CTX] = task[STACK] = task[VALUE] = None
         for gen, ctx in chain:
-            if gen is None:
-                continue
             try:
                 if ctx is not None and gen.gi_frame is not None:
                     ctx.run(gen.close)
