@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import os
 import types
 from collections.abc import Awaitable
@@ -133,6 +134,9 @@ _EXECUTOR_FILES = frozenset(
                  "_short.py"))
 
 
+_SUSPENDABLE = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
+
+
 def without_executor_frames(exc: BaseException) -> BaseException:
     """Drop the executor's own frames from ``exc``'s traceback (in place); return ``exc``.
 
@@ -146,12 +150,23 @@ def without_executor_frames(exc: BaseException) -> BaseException:
     head = last = None
     while tb is not None:
         following = tb.tb_next
-        if tb.tb_frame.f_code.co_filename not in _EXECUTOR_FILES:
+        frame = tb.tb_frame
+        if frame.f_code.co_filename not in _EXECUTOR_FILES:
             if last is None:
                 head = tb
             else:
                 last.tb_next = tb
             last = tb
+        elif not frame.f_code.co_flags & _SUSPENDABLE:
+            # Dropping the entry is not enough from Python 3.12 on: a user
+            # generator's frame that ended by raising keeps the frame that
+            # resumed it (``f_back``), so clear that frame's locals, once it
+            # has returned (a running one refuses, and is left alone).  Not
+            # a coroutine's: clearing a suspended one would close it.
+            try:
+                frame.clear()
+            except RuntimeError:
+                pass
         tb = following
     if last is not None:
         last.tb_next = None

@@ -200,7 +200,11 @@ def execute_short(gen: Any) -> Any:
     except BaseException as exc:
         _abort(core, gen, ctx, rounds, exc, stack)
         raise
-    _conclude(rounds, failure)
+    # The raised failure's traceback keeps this frame: its locals must not keep the
+    # failure (``value`` does, if it was thrown in from a sub-generator).
+    value = held = [failure]
+    del failure
+    _conclude(rounds, held)
 
 
 def _complete_in_core(core: Core, gen: Any, ctx: contextvars.Context, y: Any, rounds: int,
@@ -244,8 +248,9 @@ def _abort(core: Core | None, gen: Any, ctx: contextvars.Context, rounds: int,
     core.abort(exc)
 
 
-def _conclude(rounds: int, failure: BaseException) -> NoReturn:
-    """The root raised: raise ``failure`` as the core does (its note, its traceback)."""
+def _conclude(rounds: int, held: list[BaseException]) -> NoReturn:
+    """The root raised: raise ``held``'s failure as the core does (its note, its traceback)."""
+    failure = held.pop()
     core = Core(plain=True)
     core.rounds = rounds
     try:
@@ -346,7 +351,11 @@ async def execute_async_short(gen: Any) -> Any:
     except BaseException as exc:
         _abort(core, gen, ctx, rounds, exc, stack)
         raise
-    _conclude(rounds, failure)
+    # The raised failure's traceback keeps this frame: its locals must not keep the
+    # failure (``value`` does, if it was thrown in from a sub-generator).
+    value = held = [failure]
+    del failure
+    _conclude(rounds, held)
 
 
 async def _complete_in_core_async(core: Core, gen: Any, ctx: contextvars.Context, y: Any,

@@ -696,6 +696,62 @@ def test_a_failed_execution_is_released_without_the_garbage_collector() -> None:
         gc.enable()
 
 
+
+class PlainBig(batch.BatchableOperation[Any]):
+    """A fast-path operation (the short path sends it) whose result we can watch."""
+
+    @classmethod
+    def run_batch(cls, operations: list[Any]) -> list[Any]:
+        return [Big() for _ in operations]
+
+
+class Page(ValueError):
+    """A failure we can hold a weak reference to (a plain ValueError takes none)."""
+
+
+@pytest.mark.parametrize("how", ["execute", "execute, from a sub-generator",
+                                 "execute_async", "execute_async, from a sub-generator"])
+def test_a_failure_on_the_short_path_is_released_without_the_garbage_collector(how: str) -> None:
+    # The failure's traceback keeps the short path's frame: its locals must not
+    # keep the failure, nor the results (a cycle only the GC would free).
+    refs: list[weakref.ref[Any]] = []
+
+    def child() -> Gen:
+        big = yield PlainBig()
+        refs.append(weakref.ref(big))
+        raise Page("child failed")
+
+    def gen_fails(sub: bool) -> Gen:
+        big = yield PlainBig()
+        refs.append(weakref.ref(big))
+        if sub:
+            yield child()
+        raise Page("page failed")
+
+    async def run_async(gen: Gen) -> None:
+        try:
+            await batch.execute_async(gen)
+        except Page as exc:
+            refs.append(weakref.ref(exc))
+
+    gc.collect()
+    gc.disable()
+    try:
+        gen = gen_fails(sub="sub-generator" in how)
+        if how.startswith("execute_async"):
+            asyncio.run(run_async(gen))
+        else:
+            try:
+                batch.execute(gen)
+            except Page as exc:
+                refs.append(weakref.ref(exc))
+        del gen
+        assert len(refs) == (3 if "sub-generator" in how else 2)  # results, then the failure
+        alive = [type(r()).__name__ for r in refs if r() is not None]
+        assert alive == [], f"still alive once the failure was dropped: {alive}"
+    finally:
+        gc.enable()
+
 # -- the SIGINT soak: a real interrupt at random moments leaves nothing open -----------------
 
 class Soak(batch.BatchableOperation[Any]):
