@@ -926,8 +926,9 @@ def _run_batcher(node: Callable[[int, bool], Gen]) -> Any:
 
 
 @pytest.mark.parametrize("how", ["execute", "execute timeout", "execute_many", "execute_async",
-                                 "execute_async timeout", "AsyncBatcher",
-                                 "execute_many, one fails", "execute_async, one fails"])
+                                 "execute_async timeout", "execute_many_async", "execute_iter",
+                                 "AsyncBatcher", "execute_many, one fails",
+                                 "execute_async, one fails", "execute_iter, one fails"])
 def test_an_interrupt_at_any_call_leaves_no_generator_open(how: str) -> None:
     # The soak above once hit such a moment in CI (1 run of 299: the short
     # path handing its chain to a core); this visits every one.  It also found
@@ -945,6 +946,10 @@ def test_an_interrupt_at_any_call_leaves_no_generator_open(how: str) -> None:
         "execute_async": lambda: _run_async(batch.execute_async(node(2, True))),
         "execute_async timeout": lambda: _run_async(batch.execute_async(node(2, True),
                                                                         timeout=math.inf)),
+        "execute_many_async": lambda: _run_async(batch.execute_many_async([node(2, True),
+                                                                           node(1, False)])),
+        "execute_iter": lambda: list(batch.execute_iter([node(2, True), node(1, False),
+                                                         node(2, False)], window=2)),
         # checked once asyncio.run has cancelled the callers left, as it does on Ctrl-C
         "AsyncBatcher": lambda: _run_batcher(node),
         # an interrupt while the execution closes the others after a failure, too
@@ -952,6 +957,8 @@ def test_an_interrupt_at_any_call_leaves_no_generator_open(how: str) -> None:
             lambda: batch.execute_many([node(2, True), bad(2), node(1, True)])),
         "execute_async, one fails": lambda: _failed(
             lambda: _run_async(batch.execute_async(bad(2)))),
+        "execute_iter, one fails": lambda: _failed(
+            lambda: list(batch.execute_iter([node(2, True), bad(2)], window=2))),
     }[how]
     expected = run()
     assert state["open"] == 0
