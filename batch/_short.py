@@ -202,7 +202,8 @@ def execute_short(gen: Any) -> Any:
         raise
     # The raised failure's traceback keeps this frame: its locals must not keep the
     # failure (``value`` does, if it was thrown in from a sub-generator).
-    value = held = [failure]
+    value = None
+    held = [failure]
     del failure
     _conclude(rounds, held)
 
@@ -353,7 +354,8 @@ async def execute_async_short(gen: Any) -> Any:
         raise
     # The raised failure's traceback keeps this frame: its locals must not keep the
     # failure (``value`` does, if it was thrown in from a sub-generator).
-    value = held = [failure]
+    value = None
+    held = [failure]
     del failure
     _conclude(rounds, held)
 
