@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import (
+    contract,
     ideal,
     options,
     raw,
@@ -25,13 +26,14 @@ from . import (
 from .harness import Entry, format_table, measure, rows_to_json
 from .store import Sizes
 
-__all__ = ["SECTIONS", "CONTENDERS", "RAW", "IDEAL", "BATCH", "entries", "title", "run"]
+__all__ = ["SECTIONS", "CONTENDERS", "RAW", "CONTRACT", "IDEAL", "BATCH", "entries", "title", "run"]
 
 SECTIONS = ("W1", "W2", "W3", "W4", "OPT", "W5", "W6", "W7", "W8", "W9")
 # Short names for --contenders (the ideal loop always runs: it is the reference).
-CONTENDERS = ("raw", "batch", "asynq", "aiodataloader")
+CONTENDERS = ("raw", "contract", "batch", "asynq", "aiodataloader")
 IDEAL = "ideal plain loop"
 RAW = "raw generators"
+CONTRACT = "raw + contract (floor)"
 BATCH = "batch"
 NOT_INSTALLED = "not installed"
 SKIPPED_NOTE = ("btrekkie/batch (the original library) is Python 2 only: not run. "
@@ -68,6 +70,7 @@ def entries(workload: str, contenders: Sequence[str] = CONTENDERS) -> list[Entry
     fn = workload.lower()
     chosen = [
         ("raw", Entry(RAW, getattr(raw, fn))),
+        ("contract", Entry(CONTRACT, getattr(contract, fn))),
         ("batch", Entry(BATCH, getattr(with_batch, fn))),
         ("asynq", _peer("asynq", with_asynq.AVAILABLE, with_asynq.VERSION,
                         with_asynq.WORKLOADS, workload)),

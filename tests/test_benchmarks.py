@@ -146,7 +146,7 @@ def test_contenders_selects_peers(tmp_path: Path) -> None:
 @pytest.mark.parametrize("argv, message", [
     (["--only", "W99"], f"--only takes sections of {','.join(suite.SECTIONS)}, got 'W99'"),
     (["--contenders", "btrekkie"],
-     "--contenders takes names of raw,batch,asynq,aiodataloader, got 'btrekkie'"),
+     "--contenders takes names of raw,contract,batch,asynq,aiodataloader, got 'btrekkie'"),
     (["--quick", "--repeat", "0"], "--repeat must be at least 1, got 0"),
 ])
 def test_bad_arguments(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -208,9 +208,9 @@ def test_uninstalled_peers_show_not_installed(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(with_aiodataloader, "AVAILABLE", False)
     rows = measure("W2", suite.entries("W2"), TINY, 1, base=suite.RAW)
     assert [(r.contender, r.status) for r in rows] == [
-        ("ideal plain loop", "ok"), ("raw generators", "ok"), ("batch", "ok"),
-        ("asynq", "not installed"), ("aiodataloader", "not installed")]
-    assert rows[2].batches == [3, 3, 6]
+        ("ideal plain loop", "ok"), ("raw generators", "ok"), ("raw + contract (floor)", "ok"),
+        ("batch", "ok"), ("asynq", "not installed"), ("aiodataloader", "not installed")]
+    assert rows[3].batches == [3, 3, 6]
 
 
 def test_profile_lists_the_executor() -> None:
@@ -262,6 +262,8 @@ def test_quick_run_w7(quick_run: tuple[dict[str, Any], str]) -> None:
     a = {r["contender"].split()[0]: r for r in w7["a"]}
     assert a["execute_async"]["calls"] == 3 * tasks        # one execution per task: no sharing
     assert a["execute_many_async"]["calls"] == 3
+    assert a["hand-written"]["calls"] == 3                  # the floor: one call per level
+    assert "a_floor_vs_aiodataloader" in w7["targets"] or a["aiodataloader"]["status"] != "ok"
     assert a["AsyncBatcher(max_delay=0)"]["calls"] == 3      # the batcher shares every level
     if a["aiodataloader"]["status"] == "ok":
         assert a["aiodataloader"]["calls"] == 3
