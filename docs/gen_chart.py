@@ -30,7 +30,8 @@ WORKLOADS = {
     "W4": "W4: 1,000,000 ops, deduped",
 }
 # Contenders by the start of their name in the JSON, in drawing order.
-CONTENDERS = [("raw generators", "#9aa3b2"), ("batch", "#3b6fb6"),
+CONTENDERS = [("raw generators", "#9aa3b2"), ("raw + contract (floor)", "#c4cad4"),
+              ("batch", "#3b6fb6"),
               ("asynq", "#d9822b"), ("aiodataloader", "#8e5bb5")]
 
 
