@@ -7,7 +7,7 @@ sample by sample (so a burst of load on the shared machine hits all alike):
     (three dependent operations of three classes, ``async def run_batch``
     awaiting ``call_ms`` per call).  Contenders: a hand-written loop with no
     library (the floor: a future per caller, one loop steps every tree and
-    batches by class), one ``execute_async`` per
+    sends each level in one call), one ``execute_async`` per
     task (no sharing: ``3 * tasks`` calls), one ``execute_many_async`` over
     all roots (the ideal: 3 calls, but it needs every root up front),
     aiodataloader with one shared loader per level, and one
