@@ -506,22 +506,24 @@ def _table_a(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-# The targets' lines, in order: (key, what the ratio divides, the target or what it shows).
+# The targets' lines, in order: (key, what it measures, how its value reads); the
+# format gets the value as ``v`` and every target by name.
 _TARGET_LINES = [
-    ("a_vs_execute_many_async", "(a) AsyncBatcher / execute_many_async time", "target <= 1.5x"),
-    ("a_vs_aiodataloader", "(a) AsyncBatcher / aiodataloader time", "target <= 0.7x"),
+    ("a_vs_execute_many_async", "(a) AsyncBatcher / execute_many_async time", "{v:.2f}x (target <= 1.5x)"),
+    ("a_vs_aiodataloader", "(a) AsyncBatcher / aiodataloader time", "{v:.2f}x (target <= 0.7x)"),
     ("a_floor_vs_aiodataloader", "(a) the hand-written loop (no library) / aiodataloader time",
-     "the floor for the 0.7x target"),
-    ("a_vs_floor", "(a) AsyncBatcher / the hand-written loop", "what the batcher adds to the floor"),
+     "{v:.2f}x (the floor for the 0.7x target)"),
+    ("a_vs_floor", "(a) AsyncBatcher / the hand-written loop",
+     "{v:.2f}x (what the batcher adds to the floor)"),
     ("a0_vs_aiodataloader", "(a) the same, run_batch awaiting nothing",
-     "no target; the machinery alone"),
-    ("b_throughput_vs_pybatcher", "(b) DynamicBatcher / PyBatcher throughput", "target >= 1.4x"),
+     "{v:.2f}x (no target; the machinery alone)"),
+    ("b_throughput_vs_pybatcher", "(b) DynamicBatcher / PyBatcher throughput", "{v:.2f}x (target >= 1.4x)"),
     ("b_limit_vs_pybatcher", "(b) the limit (threads / delay requests/s) / PyBatcher throughput",
-     "the ceiling for the 1.4x target"),
-    ("b_share_of_limit", "(b) DynamicBatcher / the limit", "what the batcher reaches of it"),
-    ("b_p99_ms", "", ""),  # milliseconds, not a ratio: written out in format_w7
+     "{v:.2f}x (the ceiling for the 1.4x target)"),
+    ("b_share_of_limit", "(b) DynamicBatcher / the limit", "{v:.2f}x (what the batcher reaches of it)"),
+    ("b_p99_ms", "(b) DynamicBatcher p99", "{v:.2f} ms (target <= {b_p99_budget_ms:.1f} ms)"),
     ("c_vs_pybatcher_largest_burst",
-     "(c) DynamicBatcher / PyBatcher burst rate at its largest surviving burst", "target >= 3x"),
+     "(c) DynamicBatcher / PyBatcher burst rate at its largest surviving burst", "{v:.2f}x (target >= 3x)"),
 ]
 
 
@@ -551,12 +553,9 @@ def format_w7(doc: dict[str, Any]) -> str:
     lines += ["", "W7 targets (measured in this run; the machine may be busy):"]
     if "a_calls" in t:
         lines.append(f"  (a) AsyncBatcher calls: {t['a_calls']} (target 3)")
-    for key, label, note in _TARGET_LINES:
-        if key == "b_p99_ms" and key in t:
-            lines.append(f"  (b) DynamicBatcher p99: {t[key]:.2f} ms "
-                         f"(target <= {t['b_p99_budget_ms']:.1f} ms)")
-        elif key in t:
-            lines.append(f"  {label}: {t[key]:.2f}x ({note})")
+    for key, label, reads in _TARGET_LINES:
+        if key in t:
+            lines.append(f"  {label}: " + reads.format(v=t[key], **t))
     return "\n".join(lines)
 
 
